@@ -1,0 +1,110 @@
+"""Errors of the runner package. Public: hosts import these names.
+
+Every outcome of a login that is not a token is one of these, carried in
+``FlowResult.error``; nothing here is raised out of ``authorize_many`` except
+``InvalidServerSpec`` (a configuration mistake, found before any login starts)::
+
+    FlowError
+     ├── InvalidServerSpec      (also ValueError)
+     ├── AuthorizationDenied
+     ├── FlowTimeout            (also TimeoutError)
+     ├── CallbackPortBusy
+     ├── NeedsInteraction
+     ├── FlowCrashed
+     └── OAuthProtocolError
+
+Every class pickles and crosses the parent/child pipe by name (``to_wire`` /
+``error_from_wire``), so a child can report a typed failure.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from typing import Any, Final
+
+__all__ = [
+    "AuthorizationDenied",
+    "CallbackPortBusy",
+    "FlowCrashed",
+    "FlowError",
+    "FlowTimeout",
+    "InvalidServerSpec",
+    "NeedsInteraction",
+    "OAuthProtocolError",
+    "error_from_wire",
+]
+
+
+class FlowError(Exception):
+    """Root of every login failure; ``str(err)`` is a sentence a person can act on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message,))
+
+    def to_wire(self) -> dict[str, str]:
+        """The error as a message payload: its class name and its text."""
+        return {"kind": type(self).__name__, "message": self.message}
+
+
+class InvalidServerSpec(FlowError, ValueError):
+    """Raised when a server description is malformed: unknown key, bad URL, bad port.
+
+    The only FlowError that ``authorize_many`` raises instead of returning, because it
+    is found before any login starts and says which entry and key to fix.
+    """
+
+
+class AuthorizationDenied(FlowError):
+    """The authorization server answered the redirect with a valid ``error=``
+    (``access_denied`` when the person declined). Ends the login at once."""
+
+
+class FlowTimeout(FlowError, TimeoutError):
+    """The login did not finish within its timeout; its child was stopped."""
+
+
+class CallbackPortBusy(FlowError):
+    """The redirect port this login must use is held by another process."""
+
+
+class NeedsInteraction(FlowError):
+    """``interactive=False`` and the login needs a person in a browser."""
+
+
+class FlowCrashed(FlowError):
+    """The login's child process died or broke the message protocol."""
+
+
+class OAuthProtocolError(FlowError):
+    """Discovery, registration, token exchange or an issuer check failed."""
+
+
+_BY_NAME: Final[Mapping[str, type[FlowError]]] = types.MappingProxyType(
+    {
+        cls.__name__: cls
+        for cls in (
+            FlowError,
+            InvalidServerSpec,
+            AuthorizationDenied,
+            FlowTimeout,
+            CallbackPortBusy,
+            NeedsInteraction,
+            FlowCrashed,
+            OAuthProtocolError,
+        )
+    }
+)
+
+
+def error_from_wire(kind: str, message: str) -> FlowError:
+    """Rebuild an error a child reported; an unknown kind becomes ``FlowCrashed``
+    (a child that speaks of errors we do not know is not one we trust)."""
+    cls = _BY_NAME.get(kind)
+    if cls is None:
+        return FlowCrashed(f"child reported an unknown error kind {kind!r}: {message}")
+    return cls(message)

@@ -1,0 +1,222 @@
+"""The parent <-> child message protocol: one JSON object per line, versioned. Pure.
+
+Both ends import this module and nothing else defines a message shape. Invariants:
+
+- every line carries ``"v": PROTOCOL_VERSION`` and ``"type"``; a line with another
+  version, an unknown type, missing or ill-typed fields is a ``ProtocolViolation``
+  (the parent then treats the child as crashed: it never guesses);
+- parent -> child messages are commands (``StartLogin``, ``DeliverCallback``,
+  ``Shutdown``); child -> parent messages are past-tense facts (``ServerReady``,
+  ``AuthorizationStarted``, ``CallbackRejected``, ``CallbackAccepted``,
+  ``TokensIssued``, ``LoginFailed``);
+- secrets (tokens, client secrets, codes, pasted queries) never appear in ``repr``;
+- a line is at most ``MAX_LINE_BYTES``; a longer one is a violation, not a buffer.
+
+Bump ``PROTOCOL_VERSION`` whenever a message changes, and extend the round-trip test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "PROTOCOL_VERSION",
+    "AuthorizationStarted",
+    "CallbackAccepted",
+    "CallbackRejected",
+    "ChildMessage",
+    "DeliverCallback",
+    "LoginFailed",
+    "Message",
+    "ParentMessage",
+    "ProtocolViolation",
+    "ServerReady",
+    "Shutdown",
+    "StartLogin",
+    "TokensIssued",
+    "decode",
+    "encode",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAX_LINE_BYTES: Final = 1 << 20
+
+
+class ProtocolViolation(Exception):
+    """Raised when a line is not a valid message of this protocol version."""
+
+
+# --- parent -> child: commands -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartLogin:
+    """Run one login. Sent once, first. ``stored`` is what the token store holds for this
+    server (tokens, client registration, server metadata) or None for a fresh login."""
+
+    name: str
+    server_url: str
+    redirect_uri: str
+    scope: str | None
+    client_id: str | None
+    client_secret: str | None = field(repr=False)
+    client_name: str
+    timeout: float
+    interactive: bool
+    stored: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DeliverCallback:
+    """A callback the user pasted into the parent's terminal, routed here by its state."""
+
+    query: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Stop serving and exit now, whatever the login's progress."""
+
+
+# --- child -> parent: facts ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerReady:
+    """The child serves HTTP on the inherited socket; the parent may close its copy."""
+
+    port: int
+
+
+@dataclass(frozen=True)
+class AuthorizationStarted:
+    """A person must open ``url``; callbacks carrying ``state`` belong to this login."""
+
+    url: str = field(repr=False)
+    state: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CallbackRejected:
+    """A pasted callback was not accepted; ``reason`` is safe to show the user."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class CallbackAccepted:
+    """A valid callback arrived (``source``: "http" or "paste"); tokens are being fetched."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class TokensIssued:
+    """The login succeeded. ``login`` is what the token store should keep."""
+
+    login: dict[str, Any] = field(repr=False)
+    interactive: bool
+
+
+@dataclass(frozen=True)
+class LoginFailed:
+    """The login failed; ``kind`` names a ``runner.errors`` class."""
+
+    kind: str
+    message: str
+
+
+ParentMessage = StartLogin | DeliverCallback | Shutdown
+ChildMessage = (
+    ServerReady
+    | AuthorizationStarted
+    | CallbackRejected
+    | CallbackAccepted
+    | TokensIssued
+    | LoginFailed
+)
+Message = ParentMessage | ChildMessage
+
+_TYPES: Final[Mapping[str, type[Any]]] = types.MappingProxyType(
+    {
+        cls.__name__: cls
+        for cls in (
+            StartLogin,
+            DeliverCallback,
+            Shutdown,
+            ServerReady,
+            AuthorizationStarted,
+            CallbackRejected,
+            CallbackAccepted,
+            TokensIssued,
+            LoginFailed,
+        )
+    }
+)
+
+
+def encode(message: Message) -> bytes:
+    """One line of JSON, newline-terminated."""
+    body: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": type(message).__name__}
+    body.update(dataclasses.asdict(message))
+    line = json.dumps(body, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolViolation(f"{type(message).__name__} is {len(line)} bytes, over the limit")
+    return line
+
+
+def decode(line: bytes) -> Message:
+    """Parse one line; raises ``ProtocolViolation`` for anything but a valid message."""
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolViolation(f"line of {len(line)} bytes is over the limit")
+    try:
+        body = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolViolation(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolViolation("a message is a JSON object")
+    if body.pop("v", None) != PROTOCOL_VERSION:
+        raise ProtocolViolation(f"protocol version is not {PROTOCOL_VERSION}")
+    cls = _TYPES.get(str(body.pop("type", "")))
+    if cls is None:
+        raise ProtocolViolation("unknown message type")
+    hints = typing.get_type_hints(cls)
+    expected = {f.name for f in dataclasses.fields(cls)}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    if not required <= body.keys() <= expected:
+        raise ProtocolViolation(f"{cls.__name__} has the wrong fields")
+    for name, value in body.items():
+        if not _has_type(value, hints[name]):
+            raise ProtocolViolation(f"{cls.__name__}.{name} has the wrong type")
+    message: Message = cls(**body)
+    return message
+
+
+def _has_type(value: object, hint: Any) -> bool:
+    """Whether a decoded JSON value fits a field's annotation (the few shapes used here)."""
+    if hint is Any:
+        return True
+    if isinstance(hint, types.UnionType):
+        return any(_has_type(value, arm) for arm in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)

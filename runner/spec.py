@@ -1,0 +1,179 @@
+"""What to log in to (``ServerSpec``) and what came of it (``FlowResult``). Pure.
+
+``parse_servers`` accepts either a list of ``ServerSpec`` or a hermes-style mapping
+``{"name": {"url": ..., "oauth": {...}}}`` and validates everything before any login
+starts: an unknown key, a non-loopback redirect host, a bad port or a duplicate name
+is an ``InvalidServerSpec`` naming the entry and the key, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from mcp.shared.auth import OAuthToken
+
+from runner.errors import FlowError, InvalidServerSpec
+
+__all__ = ["FlowResult", "ServerSpec", "parse_servers"]
+
+LOOPBACK_HOSTS: Final = ("127.0.0.1", "::1", "localhost")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# Keys a hermes server entry may carry that belong to the host, not to the login.
+_HERMES_HOST_KEYS: Final = frozenset(
+    {"url", "oauth", "auth", "headers", "timeout", "connect_timeout", "enabled", "tools"}
+)
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One MCP server to log in to.
+
+    Attributes:
+        name: A short identifier (letters, digits, ``.``, ``_``, ``-``); it names the
+            token file and the lease owner.
+        url: The MCP server's URL (http or https).
+        scope: Scopes to ask for; None lets the SDK choose from what the server advertises.
+        client_id: A pre-registered client; None registers dynamically.
+        client_secret: The pre-registered client's secret, if it has one.
+        client_name: The name shown on the consent screen.
+        redirect_port: 0 for any free port, else exactly this one (a pre-registered
+            redirect URI pins its port).
+        redirect_host: ``127.0.0.1`` (default), ``::1`` or ``localhost``.
+        callback_path: The redirect URI's path.
+        timeout: Seconds this login may take; None uses ``authorize_many``'s timeout.
+    """
+
+    name: str
+    url: str
+    scope: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    client_name: str = "MCP client"
+    redirect_port: int = 0
+    redirect_host: str = "127.0.0.1"
+    callback_path: str = "/callback"
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_spec(self)
+
+    @classmethod
+    def from_mapping(cls, name: str, entry: Mapping[str, Any]) -> ServerSpec:
+        """Build a spec from a hermes-style entry ``{"url": ..., "oauth": {...}}``."""
+        if not isinstance(entry, Mapping):
+            raise InvalidServerSpec(f"server {name!r}: expected a mapping with a 'url'")
+        unknown = sorted(set(entry) - _HERMES_HOST_KEYS)
+        if unknown:
+            raise InvalidServerSpec(
+                f"server {name!r}: unknown key {unknown[0]!r}; an OAuth login needs 'url' "
+                "and takes its options under 'oauth'"
+            )
+        if "url" not in entry:
+            raise InvalidServerSpec(f"server {name!r}: no 'url' (only HTTP servers log in)")
+        oauth = entry.get("oauth") or {}
+        if not isinstance(oauth, Mapping):
+            raise InvalidServerSpec(f"server {name!r}: 'oauth' must be a mapping")
+        allowed = {f.name for f in dataclasses.fields(cls)} - {"name", "url"}
+        unknown = sorted(set(oauth) - allowed)
+        if unknown:
+            raise InvalidServerSpec(
+                f"server {name!r}: unknown oauth key {unknown[0]!r}; "
+                f"known keys: {', '.join(sorted(allowed))}"
+            )
+        try:
+            return cls(name=name, url=entry["url"], **oauth)
+        except TypeError as exc:
+            raise InvalidServerSpec(f"server {name!r}: {exc}") from None
+
+
+def _check_spec(spec: ServerSpec) -> None:
+    where = f"server {spec.name!r}"
+    if not isinstance(spec.name, str) or not _NAME.fullmatch(spec.name):
+        raise InvalidServerSpec(
+            f"{where}: a name is 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    _expect_type(where, "url", spec.url, str)
+    parts = urlsplit(spec.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidServerSpec(f"{where}: url {spec.url!r} is not an http(s) URL")
+    for key in ("scope", "client_id", "client_secret"):
+        _expect_type(where, key, getattr(spec, key), (str, type(None)))
+    _expect_type(where, "client_name", spec.client_name, str)
+    if spec.client_secret is not None and spec.client_id is None:
+        raise InvalidServerSpec(f"{where}: client_secret is set but client_id is not")
+    if (
+        not isinstance(spec.redirect_port, int)
+        or isinstance(spec.redirect_port, bool)
+        or not 0 <= spec.redirect_port <= 65535
+    ):
+        raise InvalidServerSpec(f"{where}: redirect_port must be 0 (any) or a port number")
+    if spec.redirect_host not in LOOPBACK_HOSTS:
+        raise InvalidServerSpec(
+            f"{where}: redirect_host {spec.redirect_host!r} is not loopback; "
+            f"use one of {', '.join(LOOPBACK_HOSTS)} (RFC 8252 §7.3)"
+        )
+    _expect_type(where, "callback_path", spec.callback_path, str)
+    if not spec.callback_path.startswith("/") or any(c in spec.callback_path for c in "?#% "):
+        raise InvalidServerSpec(f"{where}: callback_path must be a plain path such as /callback")
+    if spec.timeout is not None and (
+        not isinstance(spec.timeout, int | float)
+        or isinstance(spec.timeout, bool)
+        or not spec.timeout > 0
+    ):
+        raise InvalidServerSpec(f"{where}: timeout must be a positive number of seconds")
+
+
+def _expect_type(where: str, key: str, value: object, kind: type | tuple[type, ...]) -> None:
+    if not isinstance(value, kind):
+        raise InvalidServerSpec(f"{where}: {key} has the wrong type ({type(value).__name__})")
+
+
+def parse_servers(
+    servers: Iterable[ServerSpec] | Mapping[str, Mapping[str, Any]],
+) -> list[ServerSpec]:
+    """Validate the servers argument of ``authorize_many``; raises ``InvalidServerSpec``."""
+    if isinstance(servers, Mapping):
+        specs = [ServerSpec.from_mapping(str(name), entry) for name, entry in servers.items()]
+    else:
+        specs = list(servers)
+        for spec in specs:
+            if not isinstance(spec, ServerSpec):
+                raise InvalidServerSpec(
+                    f"expected ServerSpec items or a mapping of servers, got {type(spec).__name__}"
+                )
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise InvalidServerSpec(f"server {spec.name!r} is listed twice")
+        seen.add(spec.name)
+    return specs
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    """The outcome of one login; ``authorize_many`` returns one per server, always.
+
+    Attributes:
+        name: The server's name.
+        ok: True when ``tokens`` holds fresh tokens.
+        tokens: The SDK's ``OAuthToken`` (never shown in ``repr``).
+        error: The ``FlowError`` that ended the login, when ``ok`` is False.
+        port: The loopback port the login listened on, if it got that far.
+        interactive: Whether a person had to act in a browser.
+        elapsed: Seconds from start to outcome.
+    """
+
+    name: str
+    ok: bool
+    tokens: OAuthToken | None = field(default=None, repr=False)
+    error: FlowError | None = None
+    port: int | None = None
+    interactive: bool = False
+    elapsed: float = 0.0

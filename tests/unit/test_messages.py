@@ -1,0 +1,120 @@
+"""The parent <-> child wire format: round trips, and rejection of anything else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runner import messages as m
+from runner.errors import (
+    AuthorizationDenied,
+    FlowCrashed,
+    FlowError,
+    FlowTimeout,
+    error_from_wire,
+)
+
+EVERY_MESSAGE: list[m.Message] = [
+    m.StartLogin(
+        name="linear",
+        server_url="http://127.0.0.1:1/mcp",
+        redirect_uri="http://127.0.0.1:2/callback",
+        scope="read write",
+        client_id=None,
+        client_secret=None,
+        client_name="test",
+        timeout=1.5,
+        interactive=True,
+        stored={"version": 1, "tokens": {"access_token": "a"}},
+    ),
+    m.StartLogin(
+        name="n",
+        server_url="u",
+        redirect_uri="r",
+        scope=None,
+        client_id="id",
+        client_secret="secret",
+        client_name="c",
+        timeout=3,
+        interactive=False,
+    ),
+    m.DeliverCallback(query="code=c&state=s"),
+    m.Shutdown(),
+    m.ServerReady(port=5555),
+    m.AuthorizationStarted(url="http://127.0.0.1:9/authorize?state=s", state="s"),
+    m.CallbackRejected(status=400, reason="state does not match"),
+    m.CallbackAccepted(source="paste"),
+    m.TokensIssued(login={"tokens": {"access_token": "t"}}, interactive=True),
+    m.LoginFailed(kind="FlowTimeout", message="too slow"),
+]
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE, ids=lambda msg: type(msg).__name__)
+def test_round_trip(message: m.Message) -> None:
+    line = m.encode(message)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert m.decode(line) == message
+
+
+def test_every_message_type_is_covered() -> None:
+    covered = {type(msg) for msg in EVERY_MESSAGE}
+    declared = set(m.ParentMessage.__args__) | set(m.ChildMessage.__args__)  # type: ignore[attr-defined]
+    assert covered == declared
+
+
+def test_lines_carry_the_protocol_version() -> None:
+    body = json.loads(m.encode(m.Shutdown()))
+    assert body == {"v": m.PROTOCOL_VERSION, "type": "Shutdown"}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json\n",
+        b"[]\n",
+        b'{"type":"Shutdown"}\n',  # no version
+        b'{"v":999,"type":"Shutdown"}\n',
+        b'{"v":1,"type":"Reboot"}\n',
+        b'{"v":1,"type":"ServerReady"}\n',  # missing field
+        b'{"v":1,"type":"ServerReady","port":"80"}\n',  # wrong type
+        b'{"v":1,"type":"ServerReady","port":true}\n',  # bool is not an int here
+        b'{"v":1,"type":"ServerReady","port":1,"extra":2}\n',
+        b'{"v":1,"type":"TokensIssued","login":[],"interactive":true}\n',
+        b'{"v":1,"type":"StartLogin","name":"n"}\n',
+    ],
+)
+def test_decode_rejects(line: bytes) -> None:
+    with pytest.raises(m.ProtocolViolation):
+        m.decode(line)
+
+
+def test_decode_rejects_an_overlong_line() -> None:
+    with pytest.raises(m.ProtocolViolation):
+        m.decode(b" " * (m.MAX_LINE_BYTES + 1))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        m.DeliverCallback(query="code=SECRETCODE&state=SECRETSTATE"),
+        m.TokensIssued(login={"access_token": "SECRETTOKEN"}, interactive=False),
+        m.AuthorizationStarted(url="http://x/?state=SECRETSTATE", state="SECRETSTATE"),
+        EVERY_MESSAGE[1],
+    ],
+)
+def test_repr_hides_secrets(message: m.Message) -> None:
+    text = repr(message)
+    assert "SECRET" not in text and "secret" not in text.replace("client_secret", "")
+
+
+@pytest.mark.parametrize("cls", [FlowTimeout, AuthorizationDenied, FlowError])
+def test_errors_cross_the_wire_by_name(cls: type[FlowError]) -> None:
+    error = cls("because")
+    rebuilt = error_from_wire(**error.to_wire())
+    assert type(rebuilt) is cls and rebuilt.message == "because"
+
+
+def test_an_unknown_error_kind_is_a_crash() -> None:
+    rebuilt = error_from_wire("SystemExit", "bye")
+    assert isinstance(rebuilt, FlowCrashed) and "SystemExit" in rebuilt.message
