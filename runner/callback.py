@@ -266,7 +266,12 @@ class PasteProblem:
 
 
 _WRAPPERS: Final[tuple[tuple[str, str], ...]] = (
-    ('"', '"'), ("'", "'"), ("`", "`"), ("<", ">"), ("\u201c", "\u201d"), ("\u2018", "\u2019"),
+    ('"', '"'),
+    ("'", "'"),
+    ("`", "`"),
+    ("<", ">"),
+    ("\u201c", "\u201d"),
+    ("\u2018", "\u2019"),
 )
 _HINT: Final[str] = (
     "paste the whole address from the browser's address bar, "
@@ -391,9 +396,7 @@ def judge_request(
     if host_header is None or not host_header.strip(" \t"):
         return Rejected(400, "the request has no Host header")
     if not _host_matches(host_header, expect):
-        return Rejected(
-            400, f"this listener answers only requests addressed to {expect.authority}"
-        )
+        return Rejected(400, f"this listener answers only requests addressed to {expect.authority}")
     return _judge_query(raw_query, expect)
 
 
@@ -581,8 +584,8 @@ def _page(title: str, paragraphs: list[str]) -> str:
     """A whole page; ``title`` and ``paragraphs`` are escaped here, nowhere else."""
     body = "".join(f"<p>{_esc(p)}</p>" for p in paragraphs)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_esc(title)}</title><style>{_STYLE}</style></head>"
         f"<body><h1>{_esc(title)}</h1>{body}</body></html>\n"
     )

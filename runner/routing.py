@@ -141,9 +141,7 @@ class PasteRouter:
         if pasted.state is None:  # parse_paste never returns this; kept total for callers
             return Unparseable("that callback URL has no state parameter")
         got = _as_bytes(pasted.state)
-        matches = [
-            login for login, held in self._states.items() if hmac.compare_digest(held, got)
-        ]
+        matches = [login for login, held in self._states.items() if hmac.compare_digest(held, got)]
         if len(matches) == 1:
             return Deliver(login=matches[0], query=pasted.query, path=pasted.path)
         if not self._states:

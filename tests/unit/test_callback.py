@@ -197,8 +197,14 @@ def test_size_is_checked_before_host() -> None:
 )
 def test_repeated_oauth_parameter_is_400(name: str) -> None:
     expect = dataclasses.replace(ARMED, issuer=ISSUER)
-    values = {"code": CODE, "state": STATE, "iss": ISSUER, "error": "access_denied",
-              "error_description": "no", "error_uri": "https://as.example.com/e"}
+    values = {
+        "code": CODE,
+        "state": STATE,
+        "iss": ISSUER,
+        "error": "access_denied",
+        "error_description": "no",
+        "error_uri": "https://as.example.com/e",
+    }
     once = q(**{name: values[name]})
     extra = {k: v for k, v in {"code": CODE, "state": STATE, "iss": ISSUER}.items() if k != name}
     query = "&".join([q(**extra), once, once])
@@ -221,7 +227,7 @@ def test_other_parameters_may_repeat() -> None:
 @pytest.mark.parametrize(
     "query",
     [
-        GOOD + "&x=%ff",              # not UTF-8
+        GOOD + "&x=%ff",  # not UTF-8
         "code=%C3%28&state=" + STATE,  # invalid UTF-8 sequence in a value
         GOOD + "&" + "&".join(f"p{i}=1" for i in range(70)),  # too many fields
     ],
@@ -578,8 +584,11 @@ def assert_inert(page: str) -> None:
 @pytest.mark.parametrize("payload", XSS)
 @pytest.mark.parametrize("field", ["error", "error_description", "error_uri"])
 def test_denied_page_escapes_every_value(payload: str, field: str) -> None:
-    fields = {"error": "access_denied", "error_description": "declined",
-              "error_uri": "https://as.example.com/e"}
+    fields = {
+        "error": "access_denied",
+        "error_description": "declined",
+        "error_uri": "https://as.example.com/e",
+    }
     fields[field] = payload if field != "error_uri" else "https://as.example.com/" + payload
     verdict = judge(q(state=STATE, **fields))
     assert isinstance(verdict, Denied)
@@ -722,12 +731,17 @@ def test_response_headers_per_verdict() -> None:
         (f"'{GOOD}'", None, None, None),
         (f"<http://127.0.0.1:5555/callback?{GOOD}>", "/callback", "127.0.0.1", 5555),
         (f" \u201c '?{GOOD}' \u201d ", None, None, None),
-        (f"http://127.0.0.1:5555/call\nback?{GOOD[:10]}\n{GOOD[10:]}", "/callback",
-         "127.0.0.1", 5555),
+        (
+            f"http://127.0.0.1:5555/call\nback?{GOOD[:10]}\n{GOOD[10:]}",
+            "/callback",
+            "127.0.0.1",
+            5555,
+        ),
     ],
 )
-def test_paste_forms_are_read(text: str, path: str | None, host: str | None,
-                              port: int | None) -> None:
+def test_paste_forms_are_read(
+    text: str, path: str | None, host: str | None, port: int | None
+) -> None:
     pasted = parse_paste(text)
     assert pasted == PastedCallback(query=GOOD, state=STATE, path=path, host=host, port=port)
 

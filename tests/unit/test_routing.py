@@ -72,10 +72,10 @@ def test_every_paste_form_is_routed(router: PasteRouter, text: str) -> None:
     "state",
     [
         "",
-        "st-linear-012345678",      # prefix
-        "st-linear-01234567890",    # extension
-        "ST-LINEAR-0123456789",     # case
-        "st-slack-eeX",             # ASCII folding of a non-ASCII state
+        "st-linear-012345678",  # prefix
+        "st-linear-01234567890",  # extension
+        "ST-LINEAR-0123456789",  # case
+        "st-slack-eeX",  # ASCII folding of a non-ASCII state
         "st-linear-0123456789 ",
     ],
 )
