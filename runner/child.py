@@ -1,0 +1,307 @@
+"""The child process of one login: ``python -m runner.child --listen-fd N --channel-fd M``.
+
+It inherits two descriptors from its parent and binds nothing itself:
+
+- ``--listen-fd``: the leased loopback socket, already bound and listening; a
+  persistent HTTP server (uvicorn) serves every request on it until the login ends;
+- ``--channel-fd``: its end of a socket pair carrying ``runner.messages``.
+
+Invariants:
+
+- the first message is ``StartLogin``; the child then runs the SDK's OAuth client and
+  ends with exactly one ``TokensIssued`` or ``LoginFailed``, then exits;
+- only a request judged ``Accepted`` or ``Denied`` by ``runner.callback`` (or such a
+  paste) can finish the wait; everything else gets an escaped page and the wait goes on;
+- it never reads stdin and ignores SIGINT: Ctrl-C is the parent's to handle (the
+  parent also starts it in its own session, so a terminal's Ctrl-C never reaches it);
+- when the channel reaches end of stream (the parent is gone) it exits at once;
+- it never writes a token or code to its logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import uvicorn
+from mcp.client.auth import OAuthClientProvider
+from mcp.shared.auth import AuthorizationCodeResult
+
+from runner import sdk
+from runner.callback import (
+    Accepted,
+    Denied,
+    Expectation,
+    Rejected,
+    Verdict,
+    judge_paste,
+    judge_request,
+    render_page,
+    response_headers,
+)
+from runner.channel import Channel
+from runner.errors import (
+    AuthorizationDenied,
+    FlowError,
+    FlowTimeout,
+    NeedsInteraction,
+    OAuthProtocolError,
+)
+from runner.messages import (
+    AuthorizationStarted,
+    CallbackAccepted,
+    CallbackRejected,
+    DeliverCallback,
+    LoginFailed,
+    ProtocolViolation,
+    ServerReady,
+    Shutdown,
+    StartLogin,
+    TokensIssued,
+)
+
+__all__ = ["main"]
+
+logger = logging.getLogger("runner.child")
+
+EXIT_OK = 0
+EXIT_PROTOCOL = 2
+EXIT_PARENT_GONE = 3
+
+# ASGI type aliases kept loose on purpose: uvicorn calls this with plain dicts.
+_Scope = dict[str, Any]
+
+
+class _CallbackServer(uvicorn.Server):
+    """uvicorn on an inherited socket, with a readiness event and no signal handlers."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = anyio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The parent owns signals; uvicorn would otherwise take SIGINT and SIGTERM.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+
+class _Login:
+    """One login's state inside the child: what the listener expects, and the outcome."""
+
+    def __init__(self, start: StartLogin, channel: Channel) -> None:
+        self.start = start
+        self.channel = channel
+        parts = urlsplit(start.redirect_uri)
+        self.expect = Expectation(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 80,
+            path=parts.path,
+            state=None,
+            issuer=None,
+            issuer_required=False,
+        )
+        self.provider: OAuthClientProvider | None = None
+        self.interactive = False
+        self.outcome: Accepted | Denied | None = None
+        self.outcome_source = ""
+        self.decided = anyio.Event()
+
+    # --- the callback, over HTTP or pasted ------------------------------------------
+
+    def offer(self, verdict: Verdict, source: str) -> None:
+        """Record the first verdict that can end the wait; later ones change nothing."""
+        if isinstance(verdict, Accepted | Denied) and self.outcome is None:
+            self.outcome = verdict
+            self.outcome_source = source
+            self.decided.set()
+
+    async def asgi(self, scope: _Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        host = next((v for k, v in scope["headers"] if k == b"host"), None)
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        verdict = judge_request(
+            scope["method"],
+            raw_path.decode("latin-1"),
+            scope["query_string"].decode("latin-1"),
+            None if host is None else host.decode("latin-1"),
+            self.expect,
+        )
+        self.offer(verdict, "http")
+        if isinstance(verdict, Rejected):
+            logger.info("rejected %s request: %s", scope["method"], verdict.reason)
+        status, page = render_page(verdict)
+        body = b"" if scope["method"] == "HEAD" else page.encode()
+        headers = [(k.encode(), v.encode()) for k, v in response_headers(verdict).items()]
+        headers.append((b"content-length", str(len(page.encode())).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def deliver(self, query: str) -> None:
+        verdict = judge_paste(query, self.expect)
+        self.offer(verdict, "paste")
+        if isinstance(verdict, Rejected):
+            await self.channel.send(CallbackRejected(status=verdict.status, reason=verdict.reason))
+
+    # --- the SDK's handlers ---------------------------------------------------------
+
+    async def on_redirect(self, url: str) -> None:
+        if not self.start.interactive:
+            raise NeedsInteraction(
+                f"{self.start.name} needs a person to log in in a browser (interactive=False)"
+            )
+        states = parse_qs(urlsplit(url).query).get("state", [])
+        if len(states) != 1:
+            raise OAuthProtocolError("the SDK's authorization URL carries no single state")
+        assert self.provider is not None
+        issuer, required = sdk.issuer_expectation(self.provider)
+        self.expect = dataclasses.replace(
+            self.expect, state=states[0], issuer=issuer, issuer_required=required
+        )
+        self.interactive = True
+        await self.channel.send(AuthorizationStarted(url=url, state=states[0]))
+
+    async def on_callback(self) -> AuthorizationCodeResult:
+        await self.decided.wait()
+        outcome = self.outcome
+        if isinstance(outcome, Denied):
+            detail = f": {outcome.description}" if outcome.description else ""
+            raise AuthorizationDenied(
+                f"{self.start.name}: authorization was refused ({outcome.error}{detail})"
+            )
+        assert isinstance(outcome, Accepted)
+        await self.channel.send(CallbackAccepted(source=self.outcome_source))
+        return sdk.code_result(outcome.code, outcome.state, outcome.iss)
+
+    # --- the login ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Log in and report the single final message."""
+        start = self.start
+        try:
+            with anyio.fail_after(start.timeout):
+                self.provider = sdk.build_provider(start, self.on_redirect, self.on_callback)
+                await sdk.drive_login(self.provider, start.server_url, start.timeout)
+                login = sdk.snapshot(self.provider, start.server_url)
+        except TimeoutError as exc:
+            error: FlowError = (
+                exc
+                if isinstance(exc, FlowError)
+                else FlowTimeout(f"{start.name}: no login within {start.timeout:g} s")
+            )
+        except Exception as exc:
+            error = sdk.error_from_sdk(exc, start.server_url)
+        else:
+            await self.channel.send(TokensIssued(login=login, interactive=self.interactive))
+            return
+        await self.channel.send(LoginFailed(kind=type(error).__name__, message=error.message))
+
+
+class _Stop:
+    """Why the child stopped early: set by the task that listens to the parent."""
+
+    def __init__(self) -> None:
+        self.parent_gone = False
+
+
+async def _listen_to_parent(
+    channel: Channel, login: _Login, scope: anyio.CancelScope, stop: _Stop
+) -> None:
+    """Forward pasted callbacks; stop everything on ``Shutdown`` or when the parent is gone."""
+    while True:
+        try:
+            message = await channel.receive()
+        except ProtocolViolation:
+            logger.error("the parent sent a malformed message; stopping")
+            message = None
+        if isinstance(message, DeliverCallback):
+            await login.deliver(message.query)
+        elif message is None or isinstance(message, Shutdown):
+            stop.parent_gone = message is None
+            scope.cancel()
+            return
+        else:
+            logger.error("unexpected %s from the parent; ignored", type(message).__name__)
+
+
+async def _serve(listener: socket.socket, channel_sock: socket.socket) -> int:
+    channel = await Channel.from_socket(channel_sock)
+    try:
+        first = await channel.receive()
+    except ProtocolViolation:
+        return EXIT_PROTOCOL
+    if not isinstance(first, StartLogin):
+        return EXIT_PARENT_GONE if first is None else EXIT_PROTOCOL
+    login = _Login(first, channel)
+    config = uvicorn.Config(
+        login.asgi,
+        interface="asgi3",
+        lifespan="off",
+        http="h11",
+        proxy_headers=False,  # nothing forwards to a loopback listener; trust no X-Forwarded-*
+        ws="none",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=1,
+    )
+    server = _CallbackServer(config)
+    served = anyio.Event()
+
+    async def serve() -> None:
+        try:
+            await server.serve([listener])
+        finally:
+            served.set()
+
+    stop = _Stop()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        tg.start_soon(_listen_to_parent, channel, login, tg.cancel_scope, stop)
+        await server.ready.wait()
+        await channel.send(ServerReady(port=listener.getsockname()[1]))
+        await login.run()
+        # Let the last page (the browser's "login complete") go out, then stop.
+        server.should_exit = True
+        with anyio.move_on_after(2):
+            await served.wait()
+        tg.cancel_scope.cancel()
+    with contextlib.suppress(Exception):
+        await channel.aclose()
+    return EXIT_PARENT_GONE if stop.parent_gone else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.child", description=__doc__)
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--channel-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="runner.child[%(process)d] %(message)s")
+    # The SDK logs whole tracebacks (and values such as states) for failures we report.
+    logging.getLogger("mcp").setLevel(logging.CRITICAL)
+    listener = socket.socket(fileno=args.listen_fd)
+    channel = socket.socket(fileno=args.channel_fd)
+    try:
+        return anyio.run(_serve, listener, channel)
+    finally:
+        listener.close()
+        channel.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

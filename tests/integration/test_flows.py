@@ -1,0 +1,221 @@
+"""authorize_many end to end against the sandbox: real children, sockets and leases."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from portlease import Registry
+from runner import FlowResult, ServerSpec, TokenStore, authorize_many, authorize_many_sync
+from runner.errors import CallbackPortBusy, InvalidServerSpec
+from runner.sandbox import Sandbox, list_tools_with_token
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Browser:
+    """The sandbox's consent browser, counting calls and the callback ports it saw."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.lock = threading.Lock()
+        self.calls: list[str] = []
+
+    def __call__(self, url: str, spec: ServerSpec) -> None:
+        with self.lock:
+            self.calls.append(spec.name)
+        self.sandbox.browser(url, spec)
+
+
+def runner_children() -> list[psutil.Process]:
+    me = psutil.Process()
+    return [
+        p
+        for p in me.children(recursive=True)
+        if any("runner.child" in part for part in _cmdline(p))
+    ]
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+async def login(
+    sandbox: Sandbox, tmp_path: Path, servers: Any = None, **kwargs: Any
+) -> dict[str, FlowResult]:
+    kwargs.setdefault("browser", Browser(sandbox))
+    return await authorize_many(
+        sandbox.config() if servers is None else servers,
+        store=TokenStore(tmp_path / "tokens"),
+        registry=Registry(tmp_path / "leases"),
+        timeout=kwargs.pop("timeout", 60),
+        pastes=kwargs.pop("pastes", _nothing()),
+        **kwargs,
+    )
+
+
+async def _nothing() -> Any:
+    return
+    yield
+
+
+@pytest.mark.timeout(240)
+async def test_32_concurrent_logins(tmp_path: Path) -> None:
+    with Sandbox(servers=32) as sandbox:
+        results = await login(sandbox, tmp_path, timeout=180)
+        assert [r.name for r in results.values()] == [s.name for s in sandbox.servers]
+        failed = {name: r.error for name, r in results.items() if not r.ok}
+        assert not failed
+        ports = {r.port for r in results.values()}
+        assert len(ports) == 32 and None not in ports
+        for server in sandbox.servers:
+            result = results[server.name]
+            assert result.tokens is not None and result.interactive
+            # Every token reached the login that asked for it: it was issued by that
+            # login's server, and it works there.
+            assert result.tokens.access_token in sandbox.issued_tokens(server.name)
+            assert await list_tools_with_token(server.url, result.tokens.access_token)
+    assert runner_children() == []
+    assert Registry(tmp_path / "leases").list(stale=True) == []
+
+
+async def test_stored_tokens_log_in_silently_and_expired_ones_refresh(tmp_path: Path) -> None:
+    with Sandbox(servers=1) as sandbox:
+        name = sandbox.servers[0].name
+        first = (await login(sandbox, tmp_path))[name]
+        assert first.ok and first.interactive and first.tokens is not None
+
+        browser = Browser(sandbox)
+        again = (await login(sandbox, tmp_path, browser=browser))[name]
+        assert again.ok and not again.interactive and browser.calls == []
+        assert again.tokens is not None
+        assert again.tokens.access_token == first.tokens.access_token
+
+        store = TokenStore(tmp_path / "tokens")
+        stored = store.load(name)
+        assert stored is not None
+        stored.expires_at = 1.0  # long expired
+        store.save(name, stored)
+        refreshed = (await login(sandbox, tmp_path, browser=browser))[name]
+        assert refreshed.ok and not refreshed.interactive and browser.calls == []
+        assert refreshed.tokens is not None
+        assert refreshed.tokens.access_token != first.tokens.access_token
+        assert await list_tools_with_token(sandbox.servers[0].url, refreshed.tokens.access_token)
+
+
+def _forget_tokens(store: TokenStore, name: str) -> str:
+    """Make the stored tokens useless (no refresh); returns the stored client_id."""
+    stored = store.load(name)
+    assert stored is not None and stored.client_info is not None
+    stored.tokens.access_token = "revoked"
+    stored.tokens.refresh_token = None
+    stored.expires_at = None
+    store.save(name, stored)
+    return stored.client_info.client_id or ""
+
+
+async def test_a_stored_registration_gets_its_port_back(tmp_path: Path) -> None:
+    with Sandbox(servers=1) as sandbox:
+        name = sandbox.servers[0].name
+        first = (await login(sandbox, tmp_path))[name]
+        assert first.ok
+        store = TokenStore(tmp_path / "tokens")
+        client_id = _forget_tokens(store, name)
+        again = (await login(sandbox, tmp_path))[name]
+        assert again.ok and again.interactive
+        assert again.port == first.port  # the registered redirect URI still works
+        stored = store.load(name)
+        assert stored is not None and stored.client_info is not None
+        assert stored.client_info.client_id == client_id  # no new registration
+
+
+async def test_a_taken_registered_port_means_a_new_registration(tmp_path: Path) -> None:
+    with Sandbox(servers=1) as sandbox:
+        name = sandbox.servers[0].name
+        first = (await login(sandbox, tmp_path))[name]
+        assert first.ok and first.port is not None
+        store = TokenStore(tmp_path / "tokens")
+        client_id = _forget_tokens(store, name)
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", first.port))
+            squatter.listen()
+            again = (await login(sandbox, tmp_path))[name]
+        assert again.ok and again.port != first.port
+        stored = store.load(name)
+        assert stored is not None and stored.client_info is not None
+        assert stored.client_info.client_id != client_id
+
+
+async def test_a_fixed_port_held_by_another_process_is_callback_port_busy(tmp_path: Path) -> None:
+    with Sandbox(servers=2) as sandbox, socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        first, second = sandbox.servers
+        servers = {
+            first.name: {"url": first.url, "oauth": {"redirect_port": port}},
+            second.name: {"url": second.url},
+        }
+        results = await login(sandbox, tmp_path, servers=servers, timeout=30)
+        busy = results[first.name]
+        assert isinstance(busy.error, CallbackPortBusy) and str(port) in str(busy.error)
+        assert busy.elapsed < 10
+        assert results[second.name].ok  # one login's failure is its own
+
+
+async def test_logins_sharing_a_fixed_port_take_turns(tmp_path: Path) -> None:
+    with Sandbox(servers=3) as sandbox:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        servers = {
+            s.name: {"url": s.url, "oauth": {"redirect_port": port}} for s in sandbox.servers
+        }
+        results = await login(sandbox, tmp_path, servers=servers)
+        assert all(r.ok for r in results.values()), results
+        assert {r.port for r in results.values()} == {port}
+
+
+async def test_bad_server_entries_raise_before_anything_starts(tmp_path: Path) -> None:
+    with pytest.raises(InvalidServerSpec, match="redirect_prot"):
+        await authorize_many(
+            {"a": {"url": "http://127.0.0.1:1/mcp", "oauth": {"redirect_prot": 1}}},
+            store=TokenStore(tmp_path),
+            registry=Registry(tmp_path / "leases"),
+        )
+    with pytest.raises(InvalidServerSpec, match="timeout"):
+        await authorize_many([], timeout=0, registry=Registry(tmp_path / "leases"))
+    assert Registry(tmp_path / "leases").list(stale=True) == []
+
+
+async def test_the_sync_entry_point_refuses_a_running_loop(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="await authorize_many"):
+        authorize_many_sync([], registry=Registry(tmp_path))
+
+
+def test_the_sync_entry_point(tmp_path: Path) -> None:
+    with Sandbox(servers=2) as sandbox:
+        results = authorize_many_sync(
+            sandbox.config(),
+            store=TokenStore(tmp_path / "tokens"),
+            registry=Registry(tmp_path / "leases"),
+            browser=Browser(sandbox),
+            pastes=_nothing(),
+            timeout=60,
+        )
+    assert all(r.ok for r in results.values())
+    assert runner_children() == []
+    assert Registry(tmp_path / "leases").list(stale=True) == []
