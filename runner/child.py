@@ -69,7 +69,7 @@ from runner.messages import (
     TokensIssued,
 )
 
-__all__ = ["main"]
+__all__ = ["main", "serve_fds"]
 
 logger = logging.getLogger("runner.child")
 
@@ -285,22 +285,31 @@ async def _serve(listener: socket.socket, channel_sock: socket.socket) -> int:
     return EXIT_PARENT_GONE if stop.parent_gone else EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runner.child", description=__doc__)
-    parser.add_argument("--listen-fd", type=int, required=True)
-    parser.add_argument("--channel-fd", type=int, required=True)
-    args = parser.parse_args(argv)
+def serve_fds(listen_fd: int, channel_fd: int) -> int:
+    """Run one login on two inherited descriptors; returns the process exit code.
+
+    The entry point for both start methods: ``main`` (a fresh interpreter) and the
+    zygote's forked children (``runner.zygote``).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="runner.child[%(process)d] %(message)s")
     # The SDK logs whole tracebacks (and values such as states) for failures we report.
     logging.getLogger("mcp").setLevel(logging.CRITICAL)
-    listener = socket.socket(fileno=args.listen_fd)
-    channel = socket.socket(fileno=args.channel_fd)
+    listener = socket.socket(fileno=listen_fd)
+    channel = socket.socket(fileno=channel_fd)
     try:
         return anyio.run(_serve, listener, channel)
     finally:
         listener.close()
         channel.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.child", description=__doc__)
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--channel-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    return serve_fds(args.listen_fd, args.channel_fd)
 
 
 if __name__ == "__main__":

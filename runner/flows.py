@@ -32,18 +32,15 @@ import inspect
 import logging
 import os
 import socket
-import subprocess
 import sys
 import time
 import webbrowser
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import anyio.abc
 
-import runner
 from portlease import Lease, LeaseTimeout, PortBusy, Registry
 from runner.channel import Channel
 from runner.errors import (
@@ -54,6 +51,7 @@ from runner.errors import (
     InvalidServerSpec,
     error_from_wire,
 )
+from runner.launch import ChildProcess, Launcher, StartMethod, open_launcher
 from runner.lifecycle import LoginState, next_state
 from runner.messages import (
     AuthorizationStarted,
@@ -95,6 +93,7 @@ async def authorize_many(
     pastes: AsyncIterable[str] | None = None,
     interactive: bool = True,
     progress: Progress | None = None,
+    start_method: StartMethod | None = None,
 ) -> dict[str, FlowResult]:
     """Log in to every server at once, each in its own child process.
 
@@ -111,6 +110,9 @@ async def authorize_many(
         interactive: False makes a login that needs a person fail at once with
             ``NeedsInteraction`` (stored or refreshable tokens still work).
         progress: ``progress(name, sentence)`` is told of each step; default: logging.
+        start_method: How children start: ``"zygote"`` (forked from one pre-loaded
+            interpreter; the default on Linux) or ``"spawn"`` (a fresh interpreter per
+            login). See ``runner.launch``.
 
     Returns:
         One ``FlowResult`` per server, in the order given, whatever happened to others.
@@ -121,17 +123,18 @@ async def authorize_many(
     specs = parse_servers(servers)
     if not (isinstance(timeout, int | float) and timeout > 0):
         raise InvalidServerSpec(f"timeout must be a positive number of seconds, not {timeout!r}")
-    supervisor = _Supervisor(
-        store=store if store is not None else TokenStore(),
-        registry=registry if registry is not None else Registry(),
-        browser=browser if browser is not None else _system_browser,
-        interactive=interactive,
-        progress=progress if progress is not None else _log_progress,
-    )
     if pastes is None and interactive and _stdin_is_terminal():
         pastes = _terminal_lines()
     results: dict[str, FlowResult] = {}
-    async with anyio.create_task_group() as outer:
+    async with open_launcher(start_method) as launcher, anyio.create_task_group() as outer:
+        supervisor = _Supervisor(
+            store=store if store is not None else TokenStore(),
+            registry=registry if registry is not None else Registry(),
+            launcher=launcher,
+            browser=browser if browser is not None else _system_browser,
+            interactive=interactive,
+            progress=progress if progress is not None else _log_progress,
+        )
         if pastes is not None:
             outer.start_soon(supervisor.read_pastes, pastes)
         async with anyio.create_task_group() as logins:
@@ -166,12 +169,14 @@ class _Supervisor:
         *,
         store: TokenStore,
         registry: Registry,
+        launcher: Launcher,
         browser: Browser,
         interactive: bool,
         progress: Progress,
     ) -> None:
         self.store = store
         self.registry = registry
+        self.launcher = launcher
         self.browser = browser
         self.interactive = interactive
         self.progress = progress
@@ -228,13 +233,13 @@ class _Supervisor:
         stored = self.store.load(spec.name)
         lease = await self._lease(spec, stored, deadline)
         outcome.port = lease.port
-        process: anyio.abc.Process | None = None
+        process: ChildProcess | None = None
         channel: Channel | None = None
         stderr_tail = bytearray()
         try:
             ours, theirs = socket.socketpair()
             try:
-                process = await _spawn_child(lease.socket, theirs)
+                process = await self.launcher.start(lease.socket, theirs)
             finally:
                 theirs.close()
             channel = await Channel.from_socket(ours)
@@ -402,30 +407,7 @@ async def _acquire(registry: Registry, spec: ServerSpec, port: int, wait: float)
     return got[0]
 
 
-async def _spawn_child(listener: socket.socket, channel: socket.socket) -> anyio.abc.Process:
-    package_root = str(Path(runner.__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    return await anyio.open_process(
-        [
-            sys.executable,
-            "-m",
-            "runner.child",
-            "--listen-fd",
-            str(listener.fileno()),
-            "--channel-fd",
-            str(channel.fileno()),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        pass_fds=(listener.fileno(), channel.fileno()),
-        start_new_session=True,
-        env=env,
-    )
-
-
-async def _stop_child(process: anyio.abc.Process, channel: Channel | None) -> None:
+async def _stop_child(process: ChildProcess, channel: Channel | None) -> None:
     """Shutdown, then SIGTERM, then SIGKILL; always wait for the exit. Call shielded."""
     if process.returncode is None and channel is not None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -442,7 +424,7 @@ async def _stop_child(process: anyio.abc.Process, channel: Channel | None) -> No
         await process.stderr.aclose()
 
 
-async def _exit_code(process: anyio.abc.Process) -> int | None:
+async def _exit_code(process: ChildProcess) -> int | None:
     with anyio.move_on_after(_STOP_GRACE):
         return await process.wait()
     return process.returncode

@@ -42,7 +42,8 @@ def runner_children() -> list[psutil.Process]:
     return [
         p
         for p in me.children(recursive=True)
-        if any("runner.child" in part for part in _cmdline(p))
+        # Zygote-forked children keep the zygote's command line.
+        if any(part in ("runner.child", "runner.zygote") for part in _cmdline(p))
     ]
 
 
@@ -88,6 +89,15 @@ async def test_32_concurrent_logins(tmp_path: Path) -> None:
             # login's server, and it works there.
             assert result.tokens.access_token in sandbox.issued_tokens(server.name)
             assert await list_tools_with_token(server.url, result.tokens.access_token)
+    assert runner_children() == []
+    assert Registry(tmp_path / "leases").list(stale=True) == []
+
+
+@pytest.mark.parametrize("start_method", ["zygote", "spawn"])
+async def test_both_start_methods_log_in(tmp_path: Path, start_method: str) -> None:
+    with Sandbox(servers=3) as sandbox:
+        results = await login(sandbox, tmp_path, start_method=start_method)
+    assert all(r.ok for r in results.values()), results
     assert runner_children() == []
     assert Registry(tmp_path / "leases").list(stale=True) == []
 

@@ -1,0 +1,179 @@
+"""The zygote: one pre-loaded interpreter that forks each login's child in milliseconds.
+
+``python -m runner.zygote --control-fd N`` (started by ``runner.launch.Zygote``).
+
+A fresh interpreter per login spends over a second importing the MCP SDK and uvicorn
+(``scripts/bench_spawn.py``); with many logins at start-up that is most of the wait.
+The zygote imports them once and forks a child per login. Forking is safe here and
+only here: the zygote never starts a thread or an event loop (the parent has both,
+which is why the parent never forks).
+
+Control protocol, over an ``AF_UNIX``/``SOCK_SEQPACKET`` socket (one JSON object per
+packet): the parent sends ``{"op": "fork", "id": N}`` carrying exactly three
+descriptors (listening socket, channel, stderr) as ``SCM_RIGHTS``, or
+``{"op": "signal", "pid": P, "sig": S}``; the zygote answers ``{"op": "ready"}``
+once, ``{"op": "forked", "id": N, "pid": P}`` (or ``"refused"`` for a malformed
+request) and, when it reaps a child, ``{"op": "exited", "pid": P, "code": C}``.
+
+Invariants:
+
+- the zygote closes its copies of the passed descriptors right after forking;
+- every child is reaped and its exit reported exactly once;
+- a signal is delivered only to a child not yet reaped, so never to a recycled pid;
+- at end of stream on the control socket (the parent is done, or gone) it gives its
+  children a second to finish (each sees its own channel close), kills the rest, and
+  exits; it ignores SIGINT, like the children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any, Final
+
+__all__ = ["main"]
+
+_FINISH_GRACE: Final = 1.0
+_EXIT_INTERNAL: Final = 70  # EX_SOFTWARE: the child failed before reporting anything
+
+
+def _send(control: socket.socket, message: dict[str, Any]) -> None:
+    control.send(json.dumps(message).encode())
+
+
+def _reap(children: set[int], control: socket.socket) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            children.clear()
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        with contextlib.suppress(OSError):  # the parent may be gone; keep reaping
+            _send(control, {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _fork(fds: list[int], closing: list[int]) -> int:
+    """Fork one login's child; in the child, never return."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = _EXIT_INTERNAL
+    try:
+        for fd in closing:
+            os.close(fd)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        listen_fd, channel_fd, stderr_fd = fds
+        os.dup2(stderr_fd, 2)
+        os.close(stderr_fd)
+        from runner.child import serve_fds
+
+        code = serve_fds(listen_fd, channel_fd)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _finish(children: set[int]) -> None:
+    deadline = time.monotonic() + _FINISH_GRACE
+    while children and time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid:
+            children.discard(pid)
+        else:
+            time.sleep(0.02)  # bounded wait for children that see their channel close
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in children:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def serve(control: socket.socket) -> None:
+    """The zygote's loop; returns at end of stream on ``control``."""
+    import runner.child  # noqa: F401  (the point of the zygote: pay for the imports once)
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select via wake_w
+    children: set[int] = set()
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    _send(control, {"op": "ready"})
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 4096)
+                    continue
+                data, fds, _flags, _addr = socket.recv_fds(control, 65536, 3)
+                if not data:
+                    for fd in fds:
+                        os.close(fd)
+                    return
+                try:
+                    request = json.loads(data)
+                    op = request["op"]
+                except (ValueError, KeyError, TypeError):
+                    op = None
+                if op == "fork" and len(fds) == 3:
+                    closing = [control.fileno(), wake_r, wake_w, selector.fileno()]
+                    pid = _fork(fds, closing)
+                    children.add(pid)
+                    _send(control, {"op": "forked", "id": request["id"], "pid": pid})
+                elif op == "fork":
+                    _send(control, {"op": "refused", "id": request.get("id")})
+                elif op == "signal" and request.get("pid") in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(request["pid"]), int(request["sig"]))
+                for fd in fds:
+                    os.close(fd)
+            _reap(children, control)
+    finally:
+        selector.close()
+        signal.set_wakeup_fd(-1)
+        os.close(wake_r)
+        os.close(wake_w)
+        _finish(children)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.zygote", description=__doc__)
+    parser.add_argument("--control-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control = socket.socket(fileno=args.control_fd)
+    try:
+        serve(control)
+    finally:
+        control.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""What starting a login's child process costs, beside a bare interpreter start.
+
+Measures, in the same run:
+  - bare:    spawn `python -c pass` and wait for it (the floor of any fresh interpreter)
+  - import:  spawn `python -c "import runner.child"` (what the child must load: mcp, uvicorn)
+  - ready:   the real path, for each start method ("spawn": `python -m runner.child`
+             with the socket and channel in pass_fds; "zygote": forked by the pre-loaded
+             runner.zygote): lease a port, start the child, send StartLogin, time until
+             ServerReady arrives
+  - ready x8: eight children started at once, time until the last ServerReady
+  - zygote:  starting the zygote itself (paid once per authorize_many call)
+
+Usage: python scripts/bench_spawn.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from portlease import Registry
+from runner.channel import Channel
+from runner.flows import _stop_child
+from runner.launch import Launcher, Zygote, open_launcher
+from runner.messages import ServerReady, StartLogin
+
+
+def run_python(code: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - started
+
+
+async def one_child(registry: Registry, launcher: Launcher) -> float:
+    with registry.acquire(owner="bench-spawn") as lease:
+        started = time.perf_counter()
+        ours, theirs = socket.socketpair()
+        try:
+            process = await launcher.start(lease.socket, theirs)
+        finally:
+            theirs.close()
+        channel = await Channel.from_socket(ours)
+        try:
+            await channel.send(
+                StartLogin(
+                    name="bench",
+                    server_url="http://127.0.0.1:9/mcp",  # never reached: we stop at ready
+                    redirect_uri=lease.url("/callback"),
+                    scope=None,
+                    client_id=None,
+                    client_secret=None,
+                    client_name="bench",
+                    timeout=30,
+                    interactive=True,
+                )
+            )
+            message = await channel.receive()
+            assert isinstance(message, ServerReady), message
+            return time.perf_counter() - started
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _stop_child(process, channel)
+                await channel.aclose()
+
+
+async def many_children(registry: Registry, launcher: Launcher, count: int) -> float:
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(one_child, registry, launcher)
+    return time.perf_counter() - started
+
+
+async def zygote_start() -> float:
+    started = time.perf_counter()
+    async with open_launcher("zygote") as launcher:
+        assert isinstance(launcher, Zygote)
+        await launcher._ready.wait()
+        return time.perf_counter() - started
+
+
+def summary(samples: list[float]) -> str:
+    return f"median {statistics.median(samples) * 1000:7.1f} ms   max {max(samples) * 1000:7.1f} ms"
+
+
+async def main(rounds: int) -> None:
+    rows: list[tuple[str, list[float]]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = Registry(Path(tmp))
+        rows.append(
+            ("bare interpreter (python -c pass)", [run_python("pass") for _ in range(rounds)])
+        )
+        rows.append(
+            (
+                "import runner.child (mcp, uvicorn)",
+                [run_python("import runner.child") for _ in range(rounds)],
+            )
+        )
+        for method in ("spawn", "zygote"):
+            async with open_launcher(method) as launcher:  # type: ignore[arg-type]
+                ready = [await one_child(registry, launcher) for _ in range(rounds)]
+                eight = [
+                    await many_children(registry, launcher, 8) for _ in range(max(1, rounds // 2))
+                ]
+            rows.append((f"{method}: child started -> ServerReady", ready))
+            rows.append((f"{method}: 8 at once -> last ServerReady", eight))
+        rows.append(
+            (
+                "zygote: start, imports done (once per call)",
+                [await zygote_start() for _ in range(rounds)],
+            )
+        )
+    for label, samples in rows:
+        print(f"{label:<46} {summary(samples)}")
+    medians = {label: statistics.median(samples) for label, samples in rows}
+    spawn = medians["spawn: child started -> ServerReady"]
+    zygote = medians["zygote: child started -> ServerReady"]
+    print(
+        f"\nzygote child start is {spawn / zygote:.0f}x faster than spawn "
+        f"({zygote * 1000:.0f} ms vs {spawn * 1000:.0f} ms); "
+        f"8 at once: {medians['zygote: 8 at once -> last ServerReady'] * 1000:.0f} ms vs "
+        f"{medians['spawn: 8 at once -> last ServerReady'] * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    anyio.run(main, parser.parse_args().rounds)
