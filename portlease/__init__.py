@@ -1,0 +1,72 @@
+"""portlease: loopback ports leased without a race, recorded for every cooperating process.
+
+::
+
+    from portlease import Registry
+
+    reg = Registry()                                   # or Registry("/some/dir")
+    with reg.acquire(owner="linear", meta={"url": "https://mcp.example/"}) as lease:
+        lease.socket                                   # bound and listening already
+        lease.url("/callback")                         # "http://127.0.0.1:PORT/callback"
+    reg.list()                                         # live leases; list(stale=True): all
+    reg.prune()                                        # remove stale leases, return them
+
+Guarantees:
+    * ``acquire`` returns a socket that is bound *and listening* before the port is written
+      anywhere, so there is no gap between choosing a port and holding it (no bind(0)+close+bind
+      race); serve on that same socket.
+    * No two live leases of cooperating processes hold the same port at the same time; a fixed
+      port held by another live lease is handed over first come, first served among waiters.
+    * Every change to the lease file is an atomic read-modify-replace under an exclusive lock;
+      no update is lost under concurrency, and a reader never sees a half-written file.
+    * A lease whose processes all died (SIGKILL included) is recognised as stale (pid plus start
+      time, so a reused pid is not mistaken for the owner) and pruned on the next write; an
+      unreadable lease file is moved aside, kept, and reported with a ``PortleaseWarning``.
+
+Limits:
+    * Local filesystem only: the lock is an advisory ``flock``/``LockFileEx`` lock; on network
+      filesystems it may not exclude other machines, and records name local pids anyway.
+    * One user's cooperating processes: the directory is private (0700) and processes that
+      ignore the registry are only detected (``PortBusy``), not prevented.
+    * Loopback only: ``127.0.0.1``, ``::1`` and ``localhost`` (bound as 127.0.0.1); anything
+      else raises ``InvalidHost``.
+    * Liveness is judged from the OS process table: processes in another pid namespace
+      (containers) sharing the directory look dead to each other.
+    * ``meta`` is stored in clear text in the lease file: never put secrets there.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from portlease.errors import (
+    InvalidHost,
+    InvalidRequest,
+    LeaseClosed,
+    LeaseTimeout,
+    PortBusy,
+    PortleaseError,
+    PortleaseWarning,
+    RegistryError,
+)
+from portlease.records import LeaseRecord
+from portlease.registry import Lease, Registry, default_directory
+
+__all__ = [
+    "InvalidHost",
+    "InvalidRequest",
+    "Lease",
+    "LeaseClosed",
+    "LeaseRecord",
+    "LeaseTimeout",
+    "PortBusy",
+    "PortleaseError",
+    "PortleaseWarning",
+    "Registry",
+    "RegistryError",
+    "default_directory",
+]
+
+# Library logging convention: applications decide where "portlease" records go; without this,
+# Python's last-resort handler would print every warning a second time next to warnings.warn.
+logging.getLogger("portlease").addHandler(logging.NullHandler())

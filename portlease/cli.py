@@ -1,0 +1,130 @@
+"""``portlease ls`` and ``portlease gc``: look at and clean a lease registry. I/O.
+
+Exit codes: 0 ok; 1 the registry cannot be used (one line ``portlease: error: ...`` on stderr,
+never a traceback); 2 usage error (argparse). A lease file that had to be moved aside is
+reported on stderr as ``portlease: warning: ...`` and the command goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from typing import TextIO
+
+from portlease import _procs
+from portlease.errors import PortleaseError
+from portlease.records import LeaseRecord, record_to_json
+from portlease.registry import Registry, default_directory
+
+__all__ = ["main"]
+
+_COLUMNS = ("PORT", "HOST", "OWNER", "PID", "PROCESS", "AGE", "STATE")
+
+
+def _age(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def _row(record: LeaseRecord, stale: bool, now: float) -> tuple[str, ...]:
+    pid = str(record.pid) if record.server_pid is None else f"{record.pid}>{record.server_pid}"
+    process = "-"
+    if not stale:
+        serving = record.server_pid if record.server_pid is not None else record.pid
+        process = _procs.process_name(serving) or _procs.process_name(record.pid) or "?"
+    return (
+        str(record.port),
+        record.host,
+        record.owner,
+        pid,
+        process,
+        _age(now - record.created),
+        "stale" if stale else "live",
+    )
+
+
+def _print_table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in (_COLUMNS, *rows)) for i in range(len(_COLUMNS))]
+    for row in (_COLUMNS, *rows):
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        out.write("  ".join(cells).rstrip() + "\n")
+
+
+def _ls(registry: Registry, args: argparse.Namespace, out: TextIO) -> int:
+    entries = [(r, stale) for r, stale in registry.list_states() if args.all or not stale]
+    if args.json:
+        payload = [{**record_to_json(r), "state": "stale" if s else "live"} for r, s in entries]
+        out.write(json.dumps(payload, indent=2) + "\n")
+        return 0
+    if not entries:
+        out.write("no leases\n")
+        return 0
+    now = time.time()
+    _print_table([_row(r, stale, now) for r, stale in entries], out)
+    return 0
+
+
+def _gc(registry: Registry, args: argparse.Namespace, out: TextIO) -> int:
+    removed = registry.prune()
+    out.write(f"removed {len(removed)} stale lease(s)\n")
+    if removed:
+        now = time.time()
+        _print_table([_row(r, True, now) for r in removed], out)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--dir",
+        metavar="DIR",
+        help=f"registry directory (default: $PORTLEASE_DIR, else {default_directory()})",
+    )
+    parser = argparse.ArgumentParser(
+        prog="portlease", description="Inspect and clean the loopback port lease registry."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ls = commands.add_parser("ls", parents=[common], help="list leases (live ones by default)")
+    ls.add_argument("--json", action="store_true", help="print a JSON array for scripts")
+    ls.add_argument("--all", action="store_true", help="include stale leases")
+    ls.set_defaults(run=_ls)
+    gc = commands.add_parser("gc", parents=[common], help="remove stale leases")
+    gc.set_defaults(run=_gc)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    args = _parser().parse_args(argv)
+    code = 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            registry = Registry(args.dir)
+            code = args.run(registry, args, sys.stdout)
+            sys.stdout.flush()
+        except PortleaseError as exc:
+            print(f"portlease: error: {exc}", file=sys.stderr)
+        except BrokenPipeError:
+            code = 0  # output cut short by the reader (``| head``): not an error
+        except OSError as exc:
+            print(f"portlease: error: {exc}", file=sys.stderr)
+        except KeyboardInterrupt:
+            code = 130
+        finally:
+            for warning in caught:
+                print(f"portlease: warning: {warning.message}", file=sys.stderr)
+    return code
