@@ -31,6 +31,7 @@ import functools
 import inspect
 import logging
 import os
+import select
 import socket
 import sys
 import time
@@ -231,6 +232,10 @@ class _Supervisor:
 
     async def _login(self, spec: ServerSpec, deadline: float, outcome: _Outcome) -> None:
         stored = self.store.load(spec.name)
+        if stored is not None and stored.server_url != spec.url:
+            # Tokens and a registration belong to the server that issued them.
+            self.progress(spec.name, f"stored login is for {stored.server_url}; not reused")
+            stored = None
         lease = await self._lease(spec, stored, deadline)
         outcome.port = lease.port
         process: ChildProcess | None = None
@@ -456,6 +461,8 @@ def _log_progress(name: str | None, message: str) -> None:
 
 
 def _stdin_is_terminal() -> bool:
+    if sys.platform == "win32":  # no add_reader for consoles: pass pastes= there
+        return False
     try:
         return sys.stdin is not None and sys.stdin.isatty()
     except (ValueError, OSError):
@@ -474,6 +481,10 @@ async def _terminal_lines() -> AsyncIterator[str]:
         while True:
             await ready.wait()
             ready.clear()
+            if not select.select([fd], [], [], 0)[0]:
+                # The reader callback can run after this task already read the line it
+                # announced; a read() now would block the whole event loop.
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 return

@@ -229,3 +229,21 @@ def test_the_sync_entry_point(tmp_path: Path) -> None:
     assert all(r.ok for r in results.values())
     assert runner_children() == []
     assert Registry(tmp_path / "leases").list(stale=True) == []
+
+
+async def test_a_stored_login_of_another_server_url_is_not_reused(tmp_path: Path) -> None:
+    with Sandbox(servers=1) as sandbox:
+        name = sandbox.servers[0].name
+        assert (await login(sandbox, tmp_path))[name].ok
+    with Sandbox(servers=1) as other:  # same name, another server
+        browser = Browser(other)
+        said: list[tuple[str | None, str]] = []
+        result = (
+            await login(other, tmp_path, browser=browser, progress=lambda n, m: said.append((n, m)))
+        )[name]
+        assert result.ok
+        # The old server's tokens were never sent to this one.
+        assert (name, f"stored login is for {sandbox.servers[0].url}; not reused") in said
+        assert browser.calls == [name]  # a fresh browser login, not the old tokens
+        assert result.tokens is not None
+        assert result.tokens.access_token in other.issued_tokens(name)
