@@ -245,6 +245,9 @@ class _Supervisor:
             ours, theirs = socket.socketpair()
             try:
                 process = await self.launcher.start(lease.socket, theirs)
+            except BaseException:
+                ours.close()
+                raise
             finally:
                 theirs.close()
             channel = await Channel.from_socket(ours)
@@ -321,7 +324,7 @@ class _Supervisor:
                 message = await channel.receive()
                 if message is None:
                     return
-                state = next_state(state, message)  # type: ignore[arg-type]
+                state = next_state(state, message)
             except ProtocolViolation as exc:
                 outcome.error = FlowCrashed(f"{spec.name}: the child broke the protocol: {exc}")
                 return

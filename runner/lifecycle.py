@@ -28,8 +28,8 @@ from runner.messages import (
     AuthorizationStarted,
     CallbackAccepted,
     CallbackRejected,
-    ChildMessage,
     LoginFailed,
+    Message,
     ProtocolViolation,
     ServerReady,
     TokensIssued,
@@ -52,22 +52,21 @@ class LoginState(enum.Enum):
 
 
 _S = LoginState
-_TRANSITIONS: Final[Mapping[tuple[LoginState, type[ChildMessage]], LoginState]] = (
-    types.MappingProxyType(
-        {
-            (_S.STARTING, ServerReady): _S.LISTENING,
-            (_S.LISTENING, AuthorizationStarted): _S.WAITING_FOR_USER,
-            (_S.LISTENING, TokensIssued): _S.SUCCEEDED,
-            (_S.WAITING_FOR_USER, CallbackRejected): _S.WAITING_FOR_USER,
-            (_S.WAITING_FOR_USER, CallbackAccepted): _S.EXCHANGING,
-            (_S.EXCHANGING, TokensIssued): _S.SUCCEEDED,
-        }
-    )
+_TRANSITIONS: Final[Mapping[tuple[LoginState, type[Message]], LoginState]] = types.MappingProxyType(
+    {
+        (_S.STARTING, ServerReady): _S.LISTENING,
+        (_S.LISTENING, AuthorizationStarted): _S.WAITING_FOR_USER,
+        (_S.LISTENING, TokensIssued): _S.SUCCEEDED,
+        (_S.WAITING_FOR_USER, CallbackRejected): _S.WAITING_FOR_USER,
+        (_S.WAITING_FOR_USER, CallbackAccepted): _S.EXCHANGING,
+        (_S.EXCHANGING, TokensIssued): _S.SUCCEEDED,
+    }
 )
 
 
-def next_state(state: LoginState, message: ChildMessage) -> LoginState:
-    """The state after ``message``; raises ``ProtocolViolation`` if it may not come now."""
+def next_state(state: LoginState, message: Message) -> LoginState:
+    """The state after ``message``; raises ``ProtocolViolation`` if it may not come now
+    (a command, which only the parent sends, never may)."""
     if isinstance(message, LoginFailed) and not state.final:
         return LoginState.FAILED
     try:

@@ -16,7 +16,7 @@ TOKENS = m.TokensIssued(login={}, interactive=True)
 FAILED = m.LoginFailed(kind="FlowTimeout", message="m")
 
 
-def run(*events: m.ChildMessage) -> LoginState:
+def run(*events: m.Message) -> LoginState:
     state = S.STARTING
     for event in events:
         state = next_state(state, event)
@@ -51,9 +51,11 @@ def test_failure_is_allowed_from_any_live_state(events: tuple[m.ChildMessage, ..
         (READY, STARTED, ACCEPTED, REJECTED),
         (READY, TOKENS, FAILED),  # nothing after a final state
         (READY, FAILED, TOKENS),
+        (m.Shutdown(),),  # a command: only the parent sends those
+        (READY, m.DeliverCallback(query="q")),
     ],
 )
-def test_out_of_order_messages_are_violations(events: tuple[m.ChildMessage, ...]) -> None:
+def test_out_of_order_messages_are_violations(events: tuple[m.Message, ...]) -> None:
     with pytest.raises(m.ProtocolViolation):
         run(*events)
 
