@@ -200,7 +200,7 @@ class _Login:
             error: FlowError = (
                 exc
                 if isinstance(exc, FlowError)
-                else FlowTimeout(f"{start.name}: no login within {start.timeout:g} s")
+                else FlowTimeout(f"{start.name}: no login within {start.limit:g} s")
             )
         except Exception as exc:
             error = sdk.error_from_sdk(exc, start.server_url)

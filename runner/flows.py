@@ -34,6 +34,7 @@ import os
 import select
 import socket
 import sys
+import threading
 import time
 import webbrowser
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
@@ -41,6 +42,8 @@ from typing import Any, Final
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 
 from portlease import Lease, LeaseTimeout, PortBusy, Registry
 from runner.channel import Channel
@@ -75,7 +78,7 @@ __all__ = ["Browser", "Progress", "authorize_many", "authorize_many_sync"]
 logger = logging.getLogger("runner")
 
 Browser = Callable[[str, ServerSpec], object]
-"""Opens an authorization URL for a person; called in a worker thread."""
+"""Opens an authorization URL for a person; called in a daemon thread (it may block)."""
 
 Progress = Callable[[str | None, str], object]
 """Told of each login's progress: (server name or None, a sentence)."""
@@ -104,8 +107,8 @@ async def authorize_many(
         store: Where tokens and client registrations are kept (default: per-user dir).
         registry: The port lease registry (default: ``portlease.Registry()``).
         timeout: Seconds each login may take, unless its spec sets its own.
-        browser: ``browser(url, spec)`` opens the authorization URL; it runs in a worker
-            thread. None prints the URL and opens the system browser.
+        browser: ``browser(url, spec)`` opens the authorization URL; it runs in a daemon
+            thread and may block. None prints the URL and opens the system browser.
         pastes: Pasted callback URLs (or their query strings), routed to the login whose
             state they carry. None reads the terminal when stdin is a TTY.
         interactive: False makes a login that needs a person fail at once with
@@ -209,7 +212,7 @@ class _Supervisor:
         outcome = _Outcome()
         try:
             with anyio.move_on_after(limit) as deadline:
-                await self._login(spec, started + limit, outcome)
+                await self._login(spec, limit, started + limit, outcome)
             if deadline.cancelled_caught and outcome.error is None and outcome.tokens is None:
                 outcome.error = FlowTimeout(f"{spec.name}: no login within {limit:g} s")
         except FlowError as exc:
@@ -230,7 +233,9 @@ class _Supervisor:
         )
         self.progress(spec.name, "logged in" if outcome.error is None else str(outcome.error))
 
-    async def _login(self, spec: ServerSpec, deadline: float, outcome: _Outcome) -> None:
+    async def _login(
+        self, spec: ServerSpec, limit: float, deadline: float, outcome: _Outcome
+    ) -> None:
         stored = self.store.load(spec.name)
         if stored is not None and stored.server_url != spec.url:
             # Tokens and a registration belong to the server that issued them.
@@ -267,6 +272,7 @@ class _Supervisor:
                         # The child's own deadline comes a moment before ours, so that it
                         # can say why it stopped before we stop it.
                         timeout=max(0.1, deadline - time.monotonic() - 0.25),
+                        limit=limit,
                         interactive=self.interactive,
                         stored=None if stored is None else stored.to_dict(),
                     )
@@ -356,7 +362,7 @@ class _Supervisor:
     async def _open_browser(self, spec: ServerSpec, url: str) -> None:
         self.progress(spec.name, "waiting for the login in the browser")
         try:
-            opened = await anyio.to_thread.run_sync(self.browser, url, spec, abandon_on_cancel=True)
+            opened = await _in_daemon_thread(self.browser, url, spec)
             if inspect.isawaitable(opened):
                 await opened
         except Exception as exc:
@@ -365,6 +371,35 @@ class _Supervisor:
                 f"could not open a browser ({type(exc).__name__}: {exc}); "
                 f"open this address yourself: {url}",
             )
+
+
+async def _in_daemon_thread(browser: Browser, url: str, spec: ServerSpec) -> object:
+    """Call ``browser`` in a daemon thread and wait for it, cancellably.
+
+    Not ``anyio.to_thread``: a browser call may block for as long as a console browser
+    stays open (``webbrowser`` waits for it), and anyio's worker threads are not daemon
+    threads, so a cancelled call would keep the host from exiting after Ctrl-C. Here a
+    cancelled call is abandoned: the thread touches nothing of ours when it returns.
+    """
+    done = anyio.Event()
+    outcome: list[object] = []
+    failure: list[Exception] = []
+    token = anyio.lowlevel.current_token()
+
+    def call() -> None:
+        try:
+            outcome.append(browser(url, spec))
+        except Exception as exc:
+            failure.append(exc)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the event loop is already gone
+                anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=call, name=f"runner-browser-{spec.name}", daemon=True).start()
+    await done.wait()
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else None
 
 
 class _Outcome:

@@ -45,7 +45,7 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 MAX_LINE_BYTES: Final = 1 << 20
 
 
@@ -58,8 +58,10 @@ class ProtocolViolation(Exception):
 
 @dataclass(frozen=True)
 class StartLogin:
-    """Run one login. Sent once, first. ``stored`` is what the token store holds for this
-    server (tokens, client registration, server metadata) or None for a fresh login."""
+    """Run one login. Sent once, first. ``timeout`` is the time the child has left;
+    ``limit`` is the login's configured timeout, for messages. ``stored`` is what the
+    token store holds for this server (tokens, client registration, server metadata) or
+    None for a fresh login."""
 
     name: str
     server_url: str
@@ -69,6 +71,7 @@ class StartLogin:
     client_secret: str | None = field(repr=False)
     client_name: str
     timeout: float
+    limit: float
     interactive: bool
     stored: dict[str, Any] | None = field(default=None, repr=False)
 

@@ -59,6 +59,7 @@ async def one_child(registry: Registry, launcher: Launcher) -> float:
                     client_secret=None,
                     client_name="bench",
                     timeout=30,
+                    limit=30,
                     interactive=True,
                 )
             )

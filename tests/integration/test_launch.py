@@ -49,6 +49,7 @@ async def a_child(
                     client_secret=None,
                     client_name="t",
                     timeout=30,
+                    limit=30,
                     interactive=True,
                 )
             )
