@@ -1,0 +1,396 @@
+"""Helpers shared by the authorize_many integration tests (test_flows_*, test_browser_e2e).
+
+Nothing here starts a process or a thread on import; every helper that waits does so for an
+event or by bounded polling of an observable condition, never by a bare sleep.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import psutil
+
+from portlease import LeaseRecord, Registry
+
+HOST = "127.0.0.1"
+
+
+# --- authorization URLs and callbacks ---------------------------------------------------------
+
+
+def query_params(url: str) -> dict[str, str]:
+    """The single-valued query parameters of ``url`` (a repeated one is an error here)."""
+    params = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    repeated = [name for name, values in params.items() if len(values) != 1]
+    assert not repeated, f"repeated query parameters {repeated} in {url.split('?')[0]}"
+    return {name: values[0] for name, values in params.items()}
+
+
+@dataclass(frozen=True)
+class CallbackTarget:
+    """Where a login's callback listener is, from its authorization URL."""
+
+    redirect_uri: str
+    port: int
+    path: str
+    state: str
+
+
+def callback_target(auth_url: str) -> CallbackTarget:
+    params = query_params(auth_url)
+    redirect_uri = params["redirect_uri"]
+    parts = urlsplit(redirect_uri)
+    assert parts.hostname == HOST, redirect_uri
+    assert parts.port is not None, redirect_uri
+    return CallbackTarget(redirect_uri, parts.port, parts.path, params["state"])
+
+
+def authorization_response(auth_url: str, *, timeout: float = 10.0) -> str:
+    """Perform the authorization request at the sandbox's authorization server without
+    following its redirect; returns the callback URL it redirects to (code, state, iss)."""
+    with httpx.Client(follow_redirects=False, trust_env=False, timeout=timeout) as client:
+        response = client.get(auth_url)
+    assert response.status_code in (302, 303, 307), (response.status_code, response.text[:300])
+    location = response.headers["location"]
+    assert location.startswith(f"http://{HOST}:"), location.split("?")[0]
+    return location
+
+
+async def authorization_response_async(auth_url: str, *, timeout: float = 10.0) -> str:
+    """:func:`authorization_response`, with an async client."""
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout) as c:
+        response = await c.get(auth_url)
+    assert response.status_code in (302, 303, 307), (response.status_code, response.text[:300])
+    location = response.headers["location"]
+    assert location.startswith(f"http://{HOST}:"), location.split("?")[0]
+    return location
+
+
+# --- raw HTTP to a callback listener ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP response; ``headers`` keys are lower-case."""
+
+    label: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+def http_request(
+    port: int,
+    method: str,
+    target: str,
+    *,
+    label: str = "",
+    host_header: str | None = None,
+    body: bytes | None = None,
+    timeout: float = 5.0,
+) -> Reply:
+    """Send one request with ``http.client`` (``Host`` defaults to ``127.0.0.1:port``)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", host_header if host_header is not None else f"{HOST}:{port}")
+        if body is not None or method in ("POST", "PUT"):
+            conn.putheader("Content-Length", str(len(body or b"")))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        data = response.read()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        return Reply(label or f"{method} {target[:60]}", response.status, headers, data)
+    finally:
+        conn.close()
+
+
+# --- processes, leases, descriptors -----------------------------------------------------------
+
+
+def process_gone(pid: int, started: float | None = None) -> bool:
+    """The process ``pid`` no longer runs: absent, a zombie, or a newer process reusing it."""
+    try:
+        proc = psutil.Process(pid)
+        if started is not None and abs(proc.create_time() - started) > 0.01:
+            return True
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        time.sleep(interval)
+
+
+def wait_processes_gone(pids: Iterable[int], timeout: float) -> list[int]:
+    """Wait (bounded) until every pid is gone; returns those still running."""
+    pids = list(pids)
+    wait_until(lambda: all(process_gone(pid) for pid in pids), timeout)
+    return [pid for pid in pids if not process_gone(pid)]
+
+
+def kill_all(pids: Iterable[int]) -> None:
+    """SIGKILL whatever of ``pids`` still runs (cleanup only)."""
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def lease_for_port(registry_dir: Path, port: int, *, stale: bool = False) -> LeaseRecord | None:
+    """The lease record of ``port`` (read with a Registry instance of its own)."""
+    for record in Registry(registry_dir).list(stale=stale):
+        if record.port == port:
+            return record
+    return None
+
+
+def wait_for_server_pid(registry_dir: Path, port: int, timeout: float = 5.0) -> int:
+    """The pid of the child serving ``port``, as its lease record names it."""
+    found: list[int] = []
+
+    def check() -> bool:
+        record = lease_for_port(registry_dir, port)
+        if record is not None and record.server_pid is not None:
+            found.append(record.server_pid)
+            return True
+        return False
+
+    assert wait_until(check, timeout), f"no lease with a server pid for port {port}"
+    return found[-1]
+
+
+def open_fds() -> dict[int, str]:
+    """This process's open descriptors and what they point at."""
+    fds: dict[int, str] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # the listdir's own descriptor, closed by now
+            continue
+    return fds
+
+
+def child_processes() -> set[int]:
+    """The pids of this process's descendants."""
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+# --- progress and browsers --------------------------------------------------------------------
+
+
+@dataclass
+class ProgressLog:
+    """A ``progress`` callable that keeps every (time, name, sentence)."""
+
+    entries: list[tuple[float, str | None, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, name: str | None, message: str) -> None:
+        with self.lock:
+            self.entries.append((time.monotonic(), name, message))
+
+    def messages(self, name: str | None) -> list[str]:
+        with self.lock:
+            return [m for _, n, m in self.entries if n == name]
+
+    def first_time(self, name: str | None, prefix: str) -> float | None:
+        with self.lock:
+            return next((t for t, n, m in self.entries if n == name and m.startswith(prefix)), None)
+
+    def dump(self) -> str:
+        with self.lock:
+            return "\n".join(f"{n}: {m}" for _, n, m in self.entries)
+
+
+# --- parent scripts run as subprocesses -------------------------------------------------------
+
+PARENT_SCRIPT = r'''
+"""A parent process for the runner fault tests; argv[1] is a JSON object of options:
+config (servers), leases, tokens (directories), mode ("sync": authorize_many_sync, else
+anyio.run(authorize_many)), browser ("return" or "block"), start_method (or null)."""
+import json
+import sys
+import threading
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+
+from portlease import Registry
+from runner import TokenStore, authorize_many, authorize_many_sync
+
+options = json.loads(sys.argv[1])
+
+
+def browser(url, spec):
+    # Never completes the consent: it only reports where the login listens, and then
+    # returns (a GUI browser was started) or blocks (a console browser still runs).
+    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+    print(f"BROWSER {spec.name} {urlsplit(redirect).port}", flush=True)
+    if options["browser"] == "block":
+        threading.Event().wait(60)
+
+
+def progress(name, message):
+    print(f"progress {name}: {message}", file=sys.stderr, flush=True)
+
+
+kwargs = dict(
+    store=TokenStore(options["tokens"]),
+    registry=Registry(options["leases"]),
+    timeout=60,
+    browser=browser,
+    progress=progress,
+)
+if options.get("start_method"):
+    kwargs["start_method"] = options["start_method"]
+print("STARTED", flush=True)
+if options["mode"] == "sync":
+    results = authorize_many_sync(options["config"], **kwargs)
+else:
+    results = anyio.run(lambda: authorize_many(options["config"], **kwargs))
+print("RESULTS " + json.dumps({n: type(r.error).__name__ for n, r in results.items()}), flush=True)
+'''
+
+
+def parent_options(
+    config: object,
+    tmp_path: Path,
+    *,
+    mode: str,
+    browser: str = "return",
+    start_method: str | None = None,
+) -> str:
+    """argv[1] of :data:`PARENT_SCRIPT`."""
+    return json.dumps(
+        {
+            "config": config,
+            "leases": str(tmp_path / "leases"),
+            "tokens": str(tmp_path / "tokens"),
+            "mode": mode,
+            "browser": browser,
+            "start_method": start_method,
+        }
+    )
+
+
+def descendants(pid: int) -> set[int]:
+    """The pids of ``pid``'s descendants (empty if it is gone)."""
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+class ParentProcess:
+    """A parent script in a subprocess whose stdout lines are read by a thread."""
+
+    def __init__(
+        self,
+        script: Path,
+        args: list[str],
+        *,
+        new_session: bool = False,
+    ) -> None:
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=new_session,
+        )
+        self.stderr_chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
+        self._err_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._err_reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.stderr_chunks.append(raw)
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self.stderr_chunks).decode(errors="replace")
+
+    def expect_lines(self, prefix: str, count: int, timeout: float) -> list[str]:
+        """Wait for ``count`` stdout lines starting with ``prefix`` (an event, not a sleep)."""
+        deadline = time.monotonic() + timeout
+        found: list[str] = []
+        while len(found) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no {count} {prefix!r} lines within {timeout} s (got {found}); "
+                    f"stderr:\n{self.stderr[-3000:]}"
+                )
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(
+                    f"the parent exited ({self.proc.wait()}) before {count} {prefix!r} lines "
+                    f"(got {found}); stderr:\n{self.stderr[-3000:]}"
+                )
+            if line.startswith(prefix):
+                found.append(line)
+        return found
+
+    def close(self) -> None:
+        """Kill the parent if it still runs, reap it, join the readers."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
+        self._err_reader.join(timeout=5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def still_running(before: set[int]) -> list[str]:
+    """Descendants started since ``before`` that still run (not zombies), described."""
+    left = []
+    for pid in sorted(child_processes() - before):
+        if not process_gone(pid):
+            try:
+                left.append(f"{pid}: {' '.join(psutil.Process(pid).cmdline())}")
+            except psutil.NoSuchProcess:
+                continue
+    return left
