@@ -9,6 +9,8 @@ Measures, in the same run:
              ServerReady arrives
   - ready x8: eight children started at once, time until the last ServerReady
   - zygote:  starting the zygote itself (paid once per authorize_many call)
+  - memory:  a ready child's RSS and USS (what it alone costs: the zygote's children
+             share the imported modules copy-on-write)
 
 Usage: python scripts/bench_spawn.py [--rounds N]
 """
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 import anyio
+import psutil
 
 from portlease import Registry
 from runner.channel import Channel
@@ -39,7 +42,9 @@ def run_python(code: str) -> float:
     return time.perf_counter() - started
 
 
-async def one_child(registry: Registry, launcher: Launcher) -> float:
+async def one_child(
+    registry: Registry, launcher: Launcher, memory: list[tuple[float, float]] | None = None
+) -> float:
     with registry.acquire(owner="bench-spawn") as lease:
         started = time.perf_counter()
         ours, theirs = socket.socketpair()
@@ -65,7 +70,11 @@ async def one_child(registry: Registry, launcher: Launcher) -> float:
             )
             message = await channel.receive()
             assert isinstance(message, ServerReady), message
-            return time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            if memory is not None:
+                info = psutil.Process(process.pid).memory_full_info()
+                memory.append((info.rss / 2**20, info.uss / 2**20))
+            return elapsed
         finally:
             with anyio.CancelScope(shield=True):
                 await _stop_child(process, channel)
@@ -94,6 +103,7 @@ def summary(samples: list[float]) -> str:
 
 async def main(rounds: int) -> None:
     rows: list[tuple[str, list[float]]] = []
+    footprints: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp))
         rows.append(
@@ -106,13 +116,19 @@ async def main(rounds: int) -> None:
             )
         )
         for method in ("spawn", "zygote"):
+            memory: list[tuple[float, float]] = []
             async with open_launcher(method) as launcher:  # type: ignore[arg-type]
-                ready = [await one_child(registry, launcher) for _ in range(rounds)]
+                ready = [await one_child(registry, launcher, memory) for _ in range(rounds)]
                 eight = [
                     await many_children(registry, launcher, 8) for _ in range(max(1, rounds // 2))
                 ]
             rows.append((f"{method}: child started -> ServerReady", ready))
             rows.append((f"{method}: 8 at once -> last ServerReady", eight))
+            rss = statistics.median(m[0] for m in memory)
+            uss = statistics.median(m[1] for m in memory)
+            footprints.append(
+                f"{method}: a ready child uses {rss:.0f} MiB RSS, {uss:.0f} MiB of its own (USS)"
+            )
         rows.append(
             (
                 "zygote: start, imports done (once per call)",
@@ -121,6 +137,7 @@ async def main(rounds: int) -> None:
         )
     for label, samples in rows:
         print(f"{label:<46} {summary(samples)}")
+    print("\n".join(["", *footprints]))
     medians = {label: statistics.median(samples) for label, samples in rows}
     spawn = medians["spawn: child started -> ServerReady"]
     zygote = medians["zygote: child started -> ServerReady"]

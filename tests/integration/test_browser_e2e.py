@@ -55,7 +55,7 @@ def write_wrapper(tmp_path: Path, chromium: str) -> Path:
             # Usage: browser_wrapper.sh URL  (as Python's webbrowser runs $BROWSER)
             profile=$(mktemp -d "{tmp_path}/chromium-profile.XXXXXX")
             log=$(mktemp "{logs}/dom.XXXXXX")
-            timeout 30 "{chromium}" --headless --no-sandbox --disable-gpu --no-first-run \\
+            timeout 60 "{chromium}" --headless --no-sandbox --disable-gpu --no-first-run \\
                 --disable-background-networking --disable-component-update --disable-sync \\
                 --disable-quic --user-data-dir="$profile" --dump-dom "$1" \\
                 >"$log" 2>"$log.stderr"
