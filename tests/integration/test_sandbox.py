@@ -29,7 +29,6 @@ from mcp.client.auth.exceptions import OAuthFlowError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import (
     AuthorizationCodeResult,
-    OAuthClientInformationFull,
     OAuthClientMetadata,
     OAuthMetadata,
     OAuthToken,
@@ -47,6 +46,7 @@ from runner.sandbox import (
     list_tools_with_token,
     whoami_with_token,
 )
+from runner.sdk import MemoryStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -117,24 +117,6 @@ async def callback_listener() -> AsyncIterator[CallbackListener]:
 # -- the SDK's client, driven to the end of a login ----------------------------------------------
 
 
-@dataclass
-class MemoryStorage:
-    tokens: OAuthToken | None = None
-    client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
 class CallbackError(Exception):
     """The callback carried ``error=``; the test's callback handler refuses it."""
 
@@ -147,7 +129,7 @@ class CallbackError(Exception):
 class Login:
     """One login's observations."""
 
-    storage: MemoryStorage = field(default_factory=MemoryStorage)
+    storage: MemoryStorage = field(default_factory=lambda: MemoryStorage(None, None))
     authorization_urls: list[str] = field(default_factory=list)
     callbacks: list[dict[str, str]] = field(default_factory=list)
     browser_statuses: list[int] = field(default_factory=list)
