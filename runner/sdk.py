@@ -6,8 +6,9 @@ Measured SDK behaviour it relies on (mcp 2.3, see ../shared/DESIGN.md):
 
 - the SDK makes ``state`` and PKCE itself and shows the state only inside the URL it
   hands to ``redirect_handler``; the caller parses it there;
-- it has no flow timeout (the caller's deadline covers every request: the HTTP client
-  timeout is the login's remaining time);
+- it has no flow timeout, and the discovery, registration and token requests it makes
+  carry no timeout even when the client has one (measured with a hung token endpoint):
+  only the caller's deadline (``anyio.fail_after`` in the child) bounds them;
 - a new provider over stored, expired tokens does a full browser login instead of a
   refresh unless the expiry and server metadata are put back (``restore``);
 - a stored registration pins its redirect URI; one that does not name this login's
