@@ -37,7 +37,7 @@ def test_hermes_style_mapping() -> None:
         ({"url": "http://x", "oauth": {"redirect_port": 70000}}, "redirect_port"),
         ({"url": "http://x", "oauth": {"redirect_port": True}}, "redirect_port"),
         ({"url": "http://x", "oauth": {"redirect_host": "0.0.0.0"}}, "not loopback"),
-        ({"url": "http://x", "oauth": {"redirect_host": "192.168.1.2"}}, "not loopback"),
+        ({"url": "http://x", "oauth": {"redirect_host": "mcp.example.invalid"}}, "not loopback"),
         ({"url": "http://x", "oauth": {"callback_path": "cb"}}, "callback_path"),
         ({"url": "http://x", "oauth": {"timeout": 0}}, "timeout"),
         ({"url": "http://x", "oauth": {"client_secret": "s"}}, "client_id"),
