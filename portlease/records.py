@@ -111,8 +111,12 @@ _WAITER_KEYS: Final = frozenset(
 )
 #: JSON string literal for a str, as ``json.dumps(..., ensure_ascii=False)`` writes it.
 _json_string: Final[Callable[[str], str]] = json.encoder.encode_basestring
-_HOSTS: Final = {"127.0.0.1": "127.0.0.1", "::1": "::1", "[::1]": "::1", "localhost": "localhost"}
-_BIND: Final = {"127.0.0.1": "127.0.0.1", "::1": "::1", "localhost": "127.0.0.1"}
+_HOSTS: Final[Mapping[str, str]] = MappingProxyType(
+    {"127.0.0.1": "127.0.0.1", "::1": "::1", "[::1]": "::1", "localhost": "localhost"}
+)
+_BIND: Final[Mapping[str, str]] = MappingProxyType(
+    {"127.0.0.1": "127.0.0.1", "::1": "::1", "localhost": "127.0.0.1"}
+)
 
 
 def _is_int(value: object) -> bool:
