@@ -10,7 +10,8 @@ child's end of the channel. Nothing is bound again and nothing else is inherited
 - ``"spawn"`` (default elsewhere): ``python -m runner.child``, a fresh interpreter per
   login, with the descriptors in ``pass_fds``.
 
-Never ``fork`` of the parent itself: it runs an event loop and threads.
+Never ``fork`` of the parent itself: it runs an event loop and threads. POSIX only:
+Windows has no ``pass_fds``; it would hand the socket over with ``socket.share()``.
 
 Both give a ``ChildProcess``: ``pid``, ``returncode``, ``stderr``, ``wait()``,
 ``terminate()``, ``kill()``. Every child runs in its own session (a terminal's Ctrl-C
