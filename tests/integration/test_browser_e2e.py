@@ -120,7 +120,12 @@ async def test_real_headless_browser_completes_both_logins(
             # The runner's processes (children, zygote) are gone on return; the browsers
             # (the wrapper, Chromium, ...) are not the runner's: they may still be
             # finishing their page. Their command lines all name tmp_path.
-            left_behind = [p for p in still_running(before) if str(tmp_path) not in p]
+            # A process whose command line is already gone is exiting: the runner waits
+            # for its own processes to be reaped before returning, so that one is a browser
+            # wrapper's, reaped by webbrowser's thread.
+            left_behind = [
+                p for p in still_running(before) if str(tmp_path) not in p and not p.endswith(": ")
+            ]
             browsers_exited = await anyio.to_thread.run_sync(
                 wait_until, lambda: not browsers_started_under(tmp_path), 40.0
             )
