@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import psutil
 
 from portlease import LeaseRecord, Registry
+from runner import FlowResult, authorize_many
 
 HOST = "127.0.0.1"
 
@@ -394,3 +396,15 @@ def still_running(before: set[int]) -> list[str]:
             except psutil.NoSuchProcess:
                 continue
     return left
+
+
+async def authorize_and_look(
+    before: set[int], *args: Any, **kwargs: Any
+) -> tuple[dict[str, FlowResult], list[str]]:
+    """``authorize_many``, then what it left running, looked at before any cleanup (so a
+    leak cannot hide behind it); whatever was left is killed afterwards."""
+    try:
+        results = await authorize_many(*args, **kwargs)
+        return results, still_running(before)
+    finally:
+        kill_all(child_processes() - before)

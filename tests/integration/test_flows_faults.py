@@ -20,6 +20,7 @@ from flow_helpers import (
     PARENT_SCRIPT,
     ParentProcess,
     ProgressLog,
+    authorize_and_look,
     callback_target,
     child_processes,
     descendants,
@@ -77,19 +78,16 @@ async def test_a_killed_child_fails_its_login_only(tmp_path: Path, start_method:
 
         progress = ProgressLog()
         started = time.monotonic()
-        try:
-            results = await authorize_many(
-                sb.config(),
-                store=TokenStore(tmp_path / "tokens"),
-                registry=Registry(leases),
-                timeout=30,
-                browser=browser,
-                progress=progress,
-                start_method=start_method,  # type: ignore[arg-type]
-            )
-            left_behind = still_running(before)
-        finally:
-            kill_all(child_processes() - before)
+        results, left_behind = await authorize_and_look(
+            before,
+            sb.config(),
+            store=TokenStore(tmp_path / "tokens"),
+            registry=Registry(leases),
+            timeout=30,
+            browser=browser,
+            progress=progress,
+            start_method=start_method,  # type: ignore[arg-type]
+        )
         elapsed = time.monotonic() - started
 
         assert not failures, failures
@@ -121,18 +119,15 @@ async def test_a_hung_token_endpoint_times_out(tmp_path: Path) -> None:
 
         progress = ProgressLog()
         started = time.monotonic()
-        try:
-            results = await authorize_many(
-                sb.config(),
-                store=TokenStore(tmp_path / "tokens"),
-                registry=Registry(leases),
-                timeout=3,
-                browser=browser,
-                progress=progress,
-            )
-            left_behind = still_running(before)
-        finally:
-            kill_all(child_processes() - before)
+        results, left_behind = await authorize_and_look(
+            before,
+            sb.config(),
+            store=TokenStore(tmp_path / "tokens"),
+            registry=Registry(leases),
+            timeout=3,
+            browser=browser,
+            progress=progress,
+        )
         elapsed = time.monotonic() - started
 
     (result,) = results.values()
@@ -421,18 +416,15 @@ async def test_the_timeout_is_respected(tmp_path: Path) -> None:
     before = child_processes()
     with Sandbox(servers=1) as sb:
         started = time.monotonic()
-        try:
-            results = await authorize_many(
-                sb.config(),
-                store=TokenStore(tmp_path / "tokens"),
-                registry=Registry(leases),
-                timeout=2,
-                browser=lambda url, spec: browsed.append(url),  # never completes the consent
-                progress=progress,
-            )
-            left_behind = still_running(before)
-        finally:
-            kill_all(child_processes() - before)
+        results, left_behind = await authorize_and_look(
+            before,
+            sb.config(),
+            store=TokenStore(tmp_path / "tokens"),
+            registry=Registry(leases),
+            timeout=2,
+            browser=lambda url, spec: browsed.append(url),  # never completes the consent
+            progress=progress,
+        )
         elapsed = time.monotonic() - started
         assert sb.browser_calls == 0
     (result,) = results.values()
@@ -460,18 +452,15 @@ async def test_a_login_waiting_in_the_browser_times_out_on_time(tmp_path: Path) 
     with Sandbox(servers=1) as sb:
         progress = ProgressLog()
         started = time.monotonic()
-        try:
-            results = await authorize_many(
-                sb.config(),
-                store=TokenStore(tmp_path / "tokens"),
-                registry=Registry(leases),
-                timeout=8,
-                browser=browser,
-                progress=progress,
-            )
-            left_behind = still_running(before)
-        finally:
-            kill_all(child_processes() - before)
+        results, left_behind = await authorize_and_look(
+            before,
+            sb.config(),
+            store=TokenStore(tmp_path / "tokens"),
+            registry=Registry(leases),
+            timeout=8,
+            browser=browser,
+            progress=progress,
+        )
         elapsed = time.monotonic() - started
     (result,) = results.values()
     assert browsed.is_set(), progress.dump()
@@ -538,7 +527,8 @@ async def test_logins_survive_the_zygote_being_killed(tmp_path: Path) -> None:
 
         progress = ProgressLog()
         try:
-            results = await authorize_many(
+            results, left_behind = await authorize_and_look(
+                before,
                 sb.config(),
                 store=TokenStore(tmp_path / "tokens"),
                 registry=Registry(leases),
@@ -547,9 +537,7 @@ async def test_logins_survive_the_zygote_being_killed(tmp_path: Path) -> None:
                 progress=progress,
                 start_method="zygote",
             )
-            left_behind = still_running(before)
         finally:
-            kill_all(child_processes() - before)
             kill_all(login_children)
 
         assert not failures, failures

@@ -23,6 +23,7 @@ from flow_helpers import (
     ProgressLog,
     Reply,
     authorization_response,
+    authorize_and_look,
     callback_target,
     child_processes,
     http_request,
@@ -282,18 +283,15 @@ async def test_denied_consent_ends_that_login_at_once_and_not_the_other(tmp_path
         registry = Registry(tmp_path / "leases")
         progress = ProgressLog()
         started = time.monotonic()
-        try:
-            results = await authorize_many(
-                sb.config(),
-                store=TokenStore(tmp_path / "tokens"),
-                registry=registry,
-                timeout=30,
-                browser=sb.browser,
-                progress=progress,
-            )
-            left_behind = still_running(before)
-        finally:
-            kill_all(child_processes() - before)
+        results, left_behind = await authorize_and_look(
+            before,
+            sb.config(),
+            store=TokenStore(tmp_path / "tokens"),
+            registry=registry,
+            timeout=30,
+            browser=sb.browser,
+            progress=progress,
+        )
         elapsed = time.monotonic() - started
 
         ok, denied = results["sandbox-1"], results["sandbox-2"]

@@ -20,15 +20,14 @@ import pytest
 from flow_helpers import (
     ProgressLog,
     authorization_response_async,
+    authorize_and_look,
     callback_target,
     child_processes,
-    kill_all,
     query_params,
-    still_running,
 )
 
 from portlease import Registry
-from runner import ServerSpec, TokenStore, authorize_many
+from runner import ServerSpec, TokenStore
 from runner.errors import NeedsInteraction
 from runner.sandbox import Sandbox, TokenRejected, list_tools_with_token
 
@@ -88,19 +87,16 @@ async def test_pastes_are_routed_by_state(tmp_path: Path) -> None:
         store = TokenStore(tmp_path / "tokens")
         registry = Registry(tmp_path / "leases")
         started = time.monotonic()
-        try:
-            results = await authorize_many(
-                sb.config(),
-                store=store,
-                registry=registry,
-                timeout=40,
-                browser=recording_browser,
-                pastes=pastes(),
-                progress=progress,
-            )
-            left_behind = still_running(before)
-        finally:
-            kill_all(child_processes() - before)
+        results, left_behind = await authorize_and_look(
+            before,
+            sb.config(),
+            store=store,
+            registry=registry,
+            timeout=40,
+            browser=recording_browser,
+            pastes=pastes(),
+            progress=progress,
+        )
         elapsed = time.monotonic() - started
 
         assert len(pasted) == 6, pasted  # every paste was read
@@ -152,20 +148,17 @@ async def test_non_interactive_fails_fast_without_a_browser(tmp_path: Path) -> N
         store = TokenStore(tmp_path / "tokens")
         progress = ProgressLog()
         started = time.monotonic()
-        try:
-            results = await authorize_many(
-                sb.config(),
-                store=store,
-                registry=registry,
-                timeout=30,
-                browser=lambda url, spec: browsed.append(url),
-                pastes=no_pastes(),
-                interactive=False,
-                progress=progress,
-            )
-            left_behind = still_running(before)
-        finally:
-            kill_all(child_processes() - before)
+        results, left_behind = await authorize_and_look(
+            before,
+            sb.config(),
+            store=store,
+            registry=registry,
+            timeout=30,
+            browser=lambda url, spec: browsed.append(url),
+            pastes=no_pastes(),
+            interactive=False,
+            progress=progress,
+        )
         elapsed = time.monotonic() - started
         assert sb.browser_calls == 0
         assert sb.issued_tokens("sandbox-1") == set()
