@@ -144,9 +144,10 @@ class _Login:
         if isinstance(verdict, Rejected):
             logger.info("rejected %s request: %s", scope["method"], verdict.reason)
         status, page = render_page(verdict)
-        body = b"" if scope["method"] == "HEAD" else page.encode()
+        encoded = page.encode()
+        body = b"" if scope["method"] == "HEAD" else encoded
         headers = [(k.encode(), v.encode()) for k, v in response_headers(verdict).items()]
-        headers.append((b"content-length", str(len(page.encode())).encode()))
+        headers.append((b"content-length", str(len(encoded)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -9,18 +9,19 @@ The parent's side of ../shared/DESIGN.md "Shape". Invariants:
   from cancellation) sends ``Shutdown``, then terminates, then kills, always waits for
   the exit, and only then releases the lease -- on success, failure, timeout,
   cancellation and Ctrl-C alike;
-- children start with ``start_new_session=True``: a terminal's Ctrl-C reaches the
-  parent only, which then stops them as above;
+- children start in their own session: a terminal's Ctrl-C reaches the parent only,
+  which then stops them as above;
 - one login's failure is its own ``FlowResult``; it never cancels another login;
 - the paste reader lives exactly as long as the logins: it is cancelled when the last
   login ends, and reads the terminal only when a byte is ready (no lingering thread);
 - the parent, never a child, writes the token store.
 
-Start method: ``subprocess`` (``posix_spawn``/``fork+exec`` of a fresh interpreter,
-``python -m runner.child``) with ``pass_fds``. Forking the running parent is unsafe
-(asyncio loop, threads); ``multiprocessing``'s spawn re-imports the parent's
-``__main__`` and pickles arguments for nothing. ``scripts/bench_spawn.py`` measures the
-cost.
+Start method: ``runner.launch`` starts the children, never by forking this process
+(it runs an event loop and threads): on Linux they are forked by a pre-loaded zygote
+process, elsewhere each is a fresh ``python -m runner.child``; both hand over the
+descriptors and start the child in its own session. ``scripts/bench_spawn.py`` measures
+both (``multiprocessing``'s spawn was not used: it re-imports the parent's ``__main__``
+and pickles arguments for nothing).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ Measured SDK behaviour it relies on (mcp 2.3, see ../shared/DESIGN.md):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -31,7 +30,6 @@ from mcp.shared.auth import (
     AuthorizationCodeResult,
     OAuthClientInformationFull,
     OAuthClientMetadata,
-    OAuthMetadata,
     OAuthToken,
 )
 from pydantic import AnyUrl, ValidationError
@@ -172,14 +170,12 @@ def snapshot(provider: OAuthClientProvider, server_url: str) -> dict[str, Any]:
     context = provider.context
     if context.current_tokens is None:
         raise OAuthProtocolError("the login ended without tokens")
-    metadata: OAuthMetadata | None = context.oauth_metadata
     return StoredLogin(
         server_url=server_url,
         tokens=context.current_tokens,
         expires_at=context.token_expiry_time,
         client_info=context.client_info,
-        oauth_metadata=metadata,
-        saved_at=time.time(),
+        oauth_metadata=context.oauth_metadata,
     ).to_dict()
 
 
