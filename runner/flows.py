@@ -31,6 +31,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import os
 import select
 import socket
@@ -456,13 +457,20 @@ async def _stop_child(process: ChildProcess, channel: Channel | None) -> None:
     if process.returncode is None and channel is not None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             await channel.send(Shutdown())
-    for stop in (None, process.terminate, process.kill):
+    # (step, grace): after Shutdown and after SIGTERM a grace period; after SIGKILL the
+    # wait has no limit: the lease is released only once the port is provably closed.
+    steps: tuple[tuple[Callable[[], None] | None, float | None], ...] = (
+        (None, _STOP_GRACE),
+        (process.terminate, _STOP_GRACE),
+        (process.kill, None),
+    )
+    for stop, grace in steps:
         if process.returncode is not None:
             break
         if stop is not None:
             with contextlib.suppress(ProcessLookupError):
                 stop()
-        with anyio.move_on_after(_STOP_GRACE if stop is not process.kill else None):
+        with anyio.move_on_after(grace if grace is not None else math.inf):
             await process.wait()
     if process.stderr is not None:
         await process.stderr.aclose()
