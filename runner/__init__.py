@@ -2,13 +2,47 @@
 
 >>> results = await authorize_many(servers, store=TokenStore(dir))  # doctest: +SKIP
 
-Guarantees (see ``runner.flows`` for how): every server gets a ``FlowResult``; one
-login's failure never touches another's; nothing outlives its timeout; on return no
+Guarantees (see ``docs/architecture.md`` for how): every server gets a ``FlowResult``;
+one login's failure never touches another's; nothing outlives its timeout; on return no
 child process and no port lease of the call is left. Errors live in ``runner.errors``.
+
+The public names are loaded on first use (PEP 562): a login's child process imports
+``runner.child``, and must not pay for (or depend on) the parent's supervisor and
+``portlease`` just because this package's ``__init__`` ran first.
 """
 
-from runner.flows import authorize_many, authorize_many_sync
-from runner.spec import FlowResult, ServerSpec
-from runner.store import TokenStore
+from __future__ import annotations
+
+import importlib
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runner.flows import authorize_many, authorize_many_sync
+    from runner.spec import FlowResult, ServerSpec
+    from runner.store import TokenStore
 
 __all__ = ["FlowResult", "ServerSpec", "TokenStore", "authorize_many", "authorize_many_sync"]
+
+# Where each public name lives: a constant table, not state (nothing is cached here;
+# importlib's own module cache makes the second lookup cheap).
+_HOMES = types.MappingProxyType(
+    {
+        "FlowResult": "runner.spec",
+        "ServerSpec": "runner.spec",
+        "TokenStore": "runner.store",
+        "authorize_many": "runner.flows",
+        "authorize_many_sync": "runner.flows",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
