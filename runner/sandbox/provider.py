@@ -1,0 +1,250 @@
+"""The authorization server of one sandbox server: its in-memory clients, codes and tokens.
+
+:class:`Provider` is the SDK's ``OAuthAuthorizationServerProvider`` for one server: dynamic
+client registration, single-use authorization codes (PKCE is verified by the SDK's token
+handler), refresh tokens with rotation, access tokens with a TTL bound to the server's
+resource URL (RFC 8707), and the RFC 9207 ``iss`` parameter in authorization responses. Its
+:class:`~runner.sandbox.behaviour.Behaviour` makes it deny, delay, hang or falsify ``iss``.
+
+Invariants:
+    - Servers share nothing: each has its own provider instance, so a token of one server is
+      unknown to every other.
+    - It runs on the sandbox loop only, and nothing awaits between a check and its update, so
+      single-use codes and refresh rotation hold under concurrent requests. The set of issued
+      access tokens is the one thing read from other threads, under a lock, as a copy.
+    - Whatever a knob holds back (a delayed ``/authorize``, a hung token exchange) is
+      released when the sandbox's ``stopping`` event is set.
+    - Tokens are opaque random strings held in memory until the sandbox stops; they are
+      never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from typing import Final
+
+from mcp.server.auth.provider import (
+    AccessToken,
+    AuthorizationCode,
+    AuthorizationParams,
+    AuthorizeError,
+    OAuthAuthorizationServerProvider,
+    RefreshToken,
+    TokenError,
+    construct_redirect_uri,
+)
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from pydantic import AnyHttpUrl
+
+from runner.sandbox.behaviour import Behaviour
+from runner.sandbox.settings import SCOPE
+
+__all__ = ["Provider"]
+
+_CODE_TTL: Final = 300.0
+_SUBJECT: Final = "sandbox-user"
+
+
+class _AccessToken(AccessToken):
+    refresh_token: str | None = None
+
+
+class _RefreshToken(RefreshToken):
+    access_token: str | None = None
+
+
+def _same_resource(a: str, b: str) -> bool:
+    """Compare resource URLs as the SDK's bearer check does: normalized, trailing slash aside."""
+    try:
+        return str(AnyHttpUrl(a)).removesuffix("/") == str(AnyHttpUrl(b)).removesuffix("/")
+    except ValueError:
+        return False
+
+
+class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, _RefreshToken, _AccessToken]):
+    """In-memory authorization server of one sandbox server.
+
+    Runs on the sandbox loop only; nothing awaits between a check and its update, so
+    single-use codes and refresh rotation hold under concurrent requests. The set of issued
+    access tokens is also read from other threads, under ``_issued_lock``.
+    """
+
+    def __init__(
+        self, *, issuer: str, resource: str, behaviour: Behaviour, stopping: asyncio.Event
+    ) -> None:
+        self._issuer = issuer
+        self._resource = resource
+        self._behaviour = behaviour
+        self._stopping = stopping
+        self._clients: dict[str, OAuthClientInformationFull] = {}
+        self._codes: dict[str, AuthorizationCode] = {}
+        self._access: dict[str, _AccessToken] = {}
+        self._refresh: dict[str, _RefreshToken] = {}
+        self._issued_lock = threading.Lock()
+        self._issued: set[str] = set()
+
+    def issued(self) -> set[str]:
+        with self._issued_lock:
+            return set(self._issued)
+
+    async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        return self._clients.get(client_id)
+
+    async def register_client(self, client_info: OAuthClientInformationFull) -> None:
+        if client_info.client_id is None:  # the SDK's handler always sets one
+            raise ValueError("client_id missing")
+        self._clients[client_info.client_id] = client_info
+
+    async def authorize(
+        self, client: OAuthClientInformationFull, params: AuthorizationParams
+    ) -> str:
+        behaviour = self._behaviour
+        if behaviour.authorize_delay > 0 and await self._stopped_within(behaviour.authorize_delay):
+            raise AuthorizeError("temporarily_unavailable", "the sandbox is stopping")
+        if params.resource is not None and not _same_resource(params.resource, self._resource):
+            raise AuthorizeError(
+                "invalid_target", f"this server issues tokens for {self._resource}"
+            )
+        redirect_uri = str(params.redirect_uri)
+        iss = self._iss_parameter()
+        if behaviour.consent == "deny":
+            return construct_redirect_uri(
+                redirect_uri,
+                error="access_denied",
+                error_description="the sandbox user denied access",
+                state=params.state,
+                iss=iss,
+            )
+        code = secrets.token_urlsafe(32)
+        self._codes[code] = AuthorizationCode(
+            code=code,
+            scopes=params.scopes or self._registered_scopes(client),
+            expires_at=time.time() + _CODE_TTL,
+            client_id=client.client_id or "",
+            code_challenge=params.code_challenge,
+            redirect_uri=params.redirect_uri,
+            redirect_uri_provided_explicitly=params.redirect_uri_provided_explicitly,
+            resource=params.resource or self._resource,
+            subject=_SUBJECT,
+        )
+        return construct_redirect_uri(redirect_uri, code=code, state=params.state, iss=iss)
+
+    async def load_authorization_code(
+        self, client: OAuthClientInformationFull, authorization_code: str
+    ) -> AuthorizationCode | None:
+        code = self._codes.get(authorization_code)
+        if code is None or code.client_id != client.client_id:
+            return None
+        return code
+
+    async def exchange_authorization_code(
+        self, client: OAuthClientInformationFull, authorization_code: AuthorizationCode
+    ) -> OAuthToken:
+        if self._behaviour.hang:
+            await self._stopping.wait()
+            raise TokenError("invalid_grant", "the sandbox is stopping")
+        if self._codes.pop(authorization_code.code, None) is None:
+            raise TokenError("invalid_grant", "authorization code was already used")
+        return self._issue(
+            authorization_code.client_id,
+            authorization_code.scopes,
+            authorization_code.resource,
+            authorization_code.subject,
+        )
+
+    async def load_refresh_token(
+        self, client: OAuthClientInformationFull, refresh_token: str
+    ) -> _RefreshToken | None:
+        token = self._refresh.get(refresh_token)
+        if token is None or token.client_id != client.client_id:
+            return None
+        return token
+
+    async def exchange_refresh_token(
+        self,
+        client: OAuthClientInformationFull,
+        refresh_token: _RefreshToken,
+        scopes: list[str],
+    ) -> OAuthToken:
+        # Rotation: a refresh token works once. The access token it came with stays valid
+        # until it expires.
+        if self._refresh.pop(refresh_token.token, None) is None:
+            raise TokenError("invalid_grant", "refresh token was already used")
+        return self._issue(
+            refresh_token.client_id, scopes, refresh_token.resource, refresh_token.subject
+        )
+
+    async def load_access_token(self, token: str) -> _AccessToken | None:
+        access = self._access.get(token)
+        if access is None:
+            return None
+        if access.expires_at is not None and access.expires_at < time.time():
+            del self._access[token]
+            return None
+        return access
+
+    async def revoke_token(self, token: _AccessToken | _RefreshToken) -> None:
+        if isinstance(token, _AccessToken):
+            self._access.pop(token.token, None)
+            if token.refresh_token is not None:
+                self._refresh.pop(token.refresh_token, None)
+        else:
+            self._refresh.pop(token.token, None)
+            if token.access_token is not None:
+                self._access.pop(token.access_token, None)
+
+    def _issue(
+        self, client_id: str, scopes: list[str], resource: str | None, subject: str | None
+    ) -> OAuthToken:
+        ttl = self._behaviour.access_token_ttl
+        access = secrets.token_urlsafe(32)
+        refresh = secrets.token_urlsafe(32)
+        resource = resource or self._resource
+        self._access[access] = _AccessToken(
+            token=access,
+            client_id=client_id,
+            scopes=scopes,
+            expires_at=int(time.time()) + ttl,
+            resource=resource,
+            subject=subject,
+            claims={"iss": self._issuer},
+            refresh_token=refresh,
+        )
+        self._refresh[refresh] = _RefreshToken(
+            token=refresh,
+            client_id=client_id,
+            scopes=scopes,
+            resource=resource,
+            subject=subject,
+            access_token=access,
+        )
+        with self._issued_lock:
+            self._issued.add(access)
+        return OAuthToken(
+            access_token=access,
+            expires_in=ttl,
+            scope=" ".join(scopes),
+            refresh_token=refresh,
+        )
+
+    def _iss_parameter(self) -> str | None:
+        if not self._behaviour.send_iss:
+            return None
+        if self._behaviour.wrong_iss:
+            return f"{self._issuer}/not-this-issuer"
+        return self._issuer
+
+    @staticmethod
+    def _registered_scopes(client: OAuthClientInformationFull) -> list[str]:
+        return client.scope.split() if client.scope else [SCOPE]
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until the sandbox stops; True if it stopped."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True

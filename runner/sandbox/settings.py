@@ -1,0 +1,43 @@
+"""Where a sandbox server lives: its one host spelling, its paths, and its OAuth settings.
+
+Invariants:
+    - One host spelling, :data:`HOST` (``127.0.0.1``), in every URL of every server.
+    - Issuer and resource URLs are built once, through ``AuthSettings``, and every other
+      module reads them back from it, so the authorization server metadata, the protected
+      resource metadata and the ``iss`` parameter agree to the character (no trailing slash).
+    - One scope, :data:`SCOPE`: valid, default and required.
+    - Tokens are bound to their server's resource URL and the SDK checks it
+      (``validate_token_resource=True``), so a token of one server is useless at another.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
+
+__all__ = ["HOST", "MCP_PATH", "SCOPE", "auth_settings"]
+
+HOST: Final = "127.0.0.1"
+"""The one host spelling of every sandbox URL."""
+MCP_PATH: Final = "/mcp"
+"""Path of the MCP endpoint (the protected resource) on every server."""
+SCOPE: Final = "mcp"
+"""The one scope: valid, default and required."""
+
+
+def auth_settings(port: int) -> AuthSettings:
+    """The SDK's auth settings of the server listening on ``port``: issuer, resource, scopes."""
+    origin = f"http://{HOST}:{port}"
+    return AuthSettings.model_validate(
+        {
+            "issuer_url": origin,
+            "resource_server_url": origin + MCP_PATH,
+            "client_registration_options": ClientRegistrationOptions(
+                enabled=True, valid_scopes=[SCOPE], default_scopes=[SCOPE]
+            ),
+            "revocation_options": RevocationOptions(enabled=True),
+            "required_scopes": [SCOPE],
+            "validate_token_resource": True,
+        }
+    )
