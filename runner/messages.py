@@ -10,7 +10,11 @@ Both ends import this module and nothing else defines a message shape. Invariant
   ``AuthorizationStarted``, ``CallbackRejected``, ``CallbackAccepted``,
   ``TokensIssued``, ``LoginFailed``);
 - secrets (tokens, client secrets, codes, pasted queries) never appear in ``repr``;
-- a line is at most ``MAX_LINE_BYTES``; a longer one is a violation, not a buffer.
+- a line is at most ``MAX_LINE_BYTES`` and nested at most ``MAX_NESTING`` deep; a longer
+  or deeper one is a violation, not a buffer;
+- ``decode`` raises nothing but ``ProtocolViolation``, whatever the bytes (bad UTF-8,
+  ``NaN``/``Infinity``, which ``encode`` never writes, nesting beyond the recursion limit),
+  and whatever it returns, ``encode`` can send again.
 
 Bump ``PROTOCOL_VERSION`` whenever a message changes, and extend the round-trip test.
 """
@@ -27,6 +31,7 @@ from typing import Any, Final
 
 __all__ = [
     "MAX_LINE_BYTES",
+    "MAX_NESTING",
     "PROTOCOL_VERSION",
     "AuthorizationStarted",
     "CallbackAccepted",
@@ -47,6 +52,11 @@ __all__ = [
 
 PROTOCOL_VERSION: Final = 2
 MAX_LINE_BYTES: Final = 1 << 20
+#: The deepest nesting a line may have. The deepest message, a login record inside
+#: ``StartLogin.stored`` or ``TokensIssued.login``, is under ten levels; ``runner.stored``
+#: refuses records deeper than 32. The bound keeps ``encode`` (which recurses) from failing
+#: on a value ``decode`` accepted.
+MAX_NESTING: Final = 64
 
 
 class ProtocolViolation(Exception):
@@ -181,9 +191,12 @@ def decode(line: bytes) -> Message:
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolViolation(f"line of {len(line)} bytes is over the limit")
     try:
-        body = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(line, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ProtocolViolation("JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, huge int literals
         raise ProtocolViolation(f"not JSON: {exc}") from None
+    _check_nesting(body)
     if not isinstance(body, dict):
         raise ProtocolViolation("a message is a JSON object")
     if body.pop("v", None) != PROTOCOL_VERSION:
@@ -205,6 +218,25 @@ def decode(line: bytes) -> Message:
             raise ProtocolViolation(f"{cls.__name__}.{name} has the wrong type")
     message: Message = cls(**body)
     return message
+
+
+def _refuse_constant(name: str) -> Any:
+    # encode() writes no NaN or Infinity (allow_nan=False), so a line holding one was not
+    # written by this protocol; accepting it would also hand a peer a value it cannot re-send.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_nesting(body: object) -> None:
+    """Refuse a body nested deeper than ``MAX_NESTING``; iterative, so it cannot recurse."""
+    stack: list[tuple[object, int]] = [(body, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ProtocolViolation(f"a message is nested more than {MAX_NESTING} levels deep")
+        if isinstance(value, dict):
+            stack.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1) for child in value)
 
 
 def _has_type(value: object, hint: Any) -> bool:

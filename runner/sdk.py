@@ -36,7 +36,7 @@ from pydantic import AnyUrl, ValidationError
 
 from runner.errors import FlowCrashed, FlowError, FlowTimeout, OAuthProtocolError
 from runner.messages import StartLogin
-from runner.store import StoredLogin
+from runner.stored import StoredLogin
 
 __all__ = [
     "MemoryStorage",

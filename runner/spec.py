@@ -9,6 +9,7 @@ is an ``InvalidServerSpec`` naming the entry and the key, never silently ignored
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from mcp.shared.auth import OAuthToken
 
 from runner.errors import FlowError, InvalidServerSpec
 
-__all__ = ["FlowResult", "ServerSpec", "parse_servers"]
+__all__ = ["FlowResult", "ServerSpec", "check_server_name", "parse_servers"]
 
 LOOPBACK_HOSTS: Final = ("127.0.0.1", "::1", "localhost")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -92,16 +93,38 @@ class ServerSpec:
             raise InvalidServerSpec(f"server {name!r}: {exc}") from None
 
 
-def _check_spec(spec: ServerSpec) -> None:
-    where = f"server {spec.name!r}"
-    if not isinstance(spec.name, str) or not _NAME.fullmatch(spec.name):
+def check_server_name(name: object) -> str:
+    """``name`` if it is a valid server name, else ``InvalidServerSpec``.
+
+    A name is 1-64 ASCII letters, digits, ``.``, ``_`` or ``-``, starting with a letter or a
+    digit. It names the server's token file (``<name>.json``) and its lease owner, so the rule
+    is also what keeps a name inside the token store's directory: no ``/``, no NUL, no ``.``
+    or ``..``, nothing a filesystem could read as a path.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidServerSpec(
-            f"{where}: a name is 1-64 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit"
+            f"server {_shown(name)}: a name is 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
         )
+    return name
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut short: a message is one readable line, whatever it quotes."""
+    text = repr(value) if isinstance(value, str) else f"of type {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_spec(spec: ServerSpec) -> None:
+    check_server_name(spec.name)
+    where = f"server {spec.name!r}"
     _expect_type(where, "url", spec.url, str)
-    parts = urlsplit(spec.url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(spec.url)
+        hostname = parts.hostname
+    except ValueError:  # e.g. an unclosed "[" in the host
+        raise InvalidServerSpec(f"{where}: url {_shown(spec.url)} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise InvalidServerSpec(f"{where}: url {spec.url!r} is not an http(s) URL")
     for key in ("scope", "client_id", "client_secret"):
         _expect_type(where, key, getattr(spec, key), (str, type(None)))
@@ -125,9 +148,9 @@ def _check_spec(spec: ServerSpec) -> None:
     if spec.timeout is not None and (
         not isinstance(spec.timeout, int | float)
         or isinstance(spec.timeout, bool)
-        or not spec.timeout > 0
+        or not 0 < spec.timeout < math.inf  # inf cannot cross the pipe (JSON has no inf)
     ):
-        raise InvalidServerSpec(f"{where}: timeout must be a positive number of seconds")
+        raise InvalidServerSpec(f"{where}: timeout must be a positive, finite number of seconds")
 
 
 def _expect_type(where: str, key: str, value: object, kind: type | tuple[type, ...]) -> None:
@@ -142,7 +165,12 @@ def parse_servers(
     if isinstance(servers, Mapping):
         specs = [ServerSpec.from_mapping(str(name), entry) for name, entry in servers.items()]
     else:
-        specs = list(servers)
+        try:
+            specs = list(servers)
+        except TypeError:
+            raise InvalidServerSpec(
+                f"servers must be a mapping or a list of ServerSpec, not {type(servers).__name__}"
+            ) from None
         for spec in specs:
             if not isinstance(spec, ServerSpec):
                 raise InvalidServerSpec(

@@ -1,19 +1,38 @@
-"""Where each server's tokens and client registration live between runs.
+"""Where each server's tokens and client registration live between runs. File I/O.
+
+The record itself (``StoredLogin``) and its decoder live in ``runner.stored`` (pure); they are
+re-exported here for the callers that import them from this module.
 
 Guarantees:
 
 - one file per server, ``<dir>/<name>.json``, mode 0600 in a 0700 directory, written
   to a temporary file in the same directory and ``os.replace``-d into place, so a reader
   sees the old file or the new one, never a torn one;
+- a name is checked at every door (``path_for``, ``load``, ``save``, ``delete``) with the
+  rule ``ServerSpec`` uses (``runner.spec.check_server_name``): a name that could leave the
+  directory (``../x``, ``a/b``, ``""``, ``.``, ``..``, NUL, over 64 characters) raises
+  ``InvalidServerSpec`` before any file is touched;
+- the directory must be this user's and writable by nobody else (a group- or world-writable
+  directory, or another user's, would let someone swap token files): it is checked when the
+  store is built (if it exists) and before every load, save and delete; one that is not is
+  a ``TokenStoreError`` saying what to do. ``save`` creates a missing one with mode 0700;
+- a token file is read without blocking and with a bound (``portlease.statefile``): a FIFO,
+  a directory, a symlink, a device, a file over ``MAX_TOKEN_FILE_BYTES`` or one that does not
+  decode as a login record is refused without being read (or after at most
+  ``MAX_TOKEN_FILE_BYTES + 1`` bytes), moved aside to ``<name>.json.corrupt-<time>-<random>``
+  (kept, never deleted), a ``TokenStoreWarning`` names both paths, and ``load`` returns None:
+  the server logs in afresh;
+- a failure of the moment (no descriptors left, an I/O error, a full disk) is a
+  ``TokenStoreError`` and leaves every file where it was: a good file is never moved aside
+  because the system was busy;
+- ``delete`` removes the name itself: a symlink in a token file's place is unlinked, its
+  target is left alone;
 - only the parent process writes here (children report over their pipe);
-- a file that cannot be read as a login record is moved aside to
-  ``<name>.json.corrupt-<time>`` (kept, never deleted), a ``TokenStoreWarning`` says
-  where, and the server is treated as never logged in;
-- nothing here logs a token or a secret.
+- nothing here logs a token or a secret (messages name files and fields, never values).
 
 Not guaranteed: durability across a power cut (no fsync of the directory), or
 coordination between two processes logging in to the same server at once (a later
-issue adds single flight).
+issue adds single flight). Every call does blocking disk I/O: call it off an event loop.
 """
 
 from __future__ import annotations
@@ -24,93 +43,64 @@ import logging
 import os
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToken
-from pydantic import ValidationError
+from portlease.statefile import (
+    UnreadableStateFile,
+    UnsafeDirectory,
+    check_private_directory,
+    keep_aside,
+    read_state_file,
+)
+from runner.spec import check_server_name
+from runner.stored import STORE_VERSION, InvalidLoginRecord, StoredLogin
 
-__all__ = ["StoredLogin", "TokenStore", "TokenStoreWarning"]
+__all__ = [
+    "MAX_TOKEN_FILE_BYTES",
+    "STORE_VERSION",
+    "InvalidLoginRecord",
+    "StoredLogin",
+    "TokenStore",
+    "TokenStoreError",
+    "TokenStoreWarning",
+    "default_store_dir",
+]
 
 logger = logging.getLogger(__name__)
 
-STORE_VERSION: Final = 1
+#: The largest token file read. A login record is a few KB (tokens, a client registration,
+#: the server's metadata); a file of a megabyte is not one, and is refused unread.
+MAX_TOKEN_FILE_BYTES: Final = 1 << 20
 
 
 class TokenStoreWarning(UserWarning):
-    """A token file was unreadable and has been moved aside."""
+    """A token file was unreadable and has been moved aside; the server logs in again."""
 
 
-class StoredLogin:
-    """A validated login record: tokens, when they expire, the client registration and the
-    authorization server's metadata (needed to refresh without a new browser login)."""
+class TokenStoreError(Exception):
+    """The store cannot do what was asked; nothing was moved aside or deleted.
 
-    __slots__ = ("client_info", "expires_at", "oauth_metadata", "saved_at", "server_url", "tokens")
+    Raised by ``TokenStore`` (its constructor, ``load``, ``save``, ``delete``) when:
 
-    def __init__(
-        self,
-        *,
-        server_url: str,
-        tokens: OAuthToken,
-        expires_at: float | None,
-        client_info: OAuthClientInformationFull | None,
-        oauth_metadata: OAuthMetadata | None,
-        saved_at: float | None = None,
-    ) -> None:
-        self.server_url = server_url
-        self.tokens = tokens
-        self.expires_at = expires_at
-        self.client_info = client_info
-        self.oauth_metadata = oauth_metadata
-        self.saved_at = time.time() if saved_at is None else saved_at
+    - its directory is unsafe: owned by another user, group- or world-writable, not a
+      directory, or cannot be created;
+    - reading or writing failed for a reason of the moment (``EMFILE``, ``EIO``, ``ENOSPC``,
+      a permission error on the directory), so the file may be fine and stays where it is;
+    - an unreadable token file could not be moved aside.
 
-    def __repr__(self) -> str:
-        return f"StoredLogin(server_url={self.server_url!r}, expires_at={self.expires_at!r})"
+    ``str(err)`` names the file or directory, what is wrong and what to do; ``path`` is that
+    file or directory.
+    """
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StoredLogin:
-        """Validate a record; raises ``ValueError`` naming what is wrong."""
-        if not isinstance(data, dict) or data.get("version") != STORE_VERSION:
-            raise ValueError(f"not a version {STORE_VERSION} login record")
-        server_url = data.get("server_url")
-        if not isinstance(server_url, str):
-            raise ValueError("server_url is missing")
-        expires_at = data.get("expires_at")
-        if expires_at is not None and not isinstance(expires_at, int | float):
-            raise ValueError("expires_at is not a number")
-        try:
-            tokens = OAuthToken.model_validate(data.get("tokens"))
-            client = data.get("client_info")
-            meta = data.get("oauth_metadata")
-            return cls(
-                server_url=server_url,
-                tokens=tokens,
-                expires_at=expires_at,
-                client_info=None
-                if client is None
-                else OAuthClientInformationFull.model_validate(client),
-                oauth_metadata=None if meta is None else OAuthMetadata.model_validate(meta),
-                saved_at=float(data.get("saved_at") or time.time()),
-            )
-        except ValidationError as exc:
-            raise ValueError(f"invalid field: {exc.errors()[0]['loc']}") from None
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        super().__init__(message)
+        self.path = os.fspath(path)
+        self.message = message
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": STORE_VERSION,
-            "server_url": self.server_url,
-            "tokens": self.tokens.model_dump(mode="json", exclude_none=True),
-            "expires_at": self.expires_at,
-            "client_info": None
-            if self.client_info is None
-            else self.client_info.model_dump(mode="json", exclude_none=True),
-            "oauth_metadata": None
-            if self.oauth_metadata is None
-            else self.oauth_metadata.model_dump(mode="json", exclude_none=True),
-            "saved_at": self.saved_at,
-        }
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.message))
 
 
 def default_store_dir() -> Path:
@@ -127,59 +117,155 @@ def default_store_dir() -> Path:
     return base / "mcp-oauth-flows"
 
 
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 class TokenStore:
-    """Token files of one user, one file per server name."""
+    """Token files of one user, one file per server name.
+
+    Raises:
+        TokenStoreError: ``directory`` exists and is not private to this user.
+    """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_store_dir()
+        self._check_directory(create=False)
 
     def __repr__(self) -> str:
         return f"TokenStore({str(self.directory)!r})"
 
+    def _check_directory(self, *, create: bool) -> bool:
+        """Whether the directory exists (after creating it, with ``create``); raises
+        ``TokenStoreError`` when it exists but is not private to this user."""
+        if not create:
+            try:
+                os.stat(self.directory)
+            except FileNotFoundError:
+                return False  # nothing stored yet; save creates it
+            except OSError as exc:
+                raise TokenStoreError(
+                    self.directory,
+                    f"cannot use token store directory {self.directory}: {_why(exc)}; "
+                    "check its permissions or choose another directory",
+                ) from exc
+        try:
+            check_private_directory(self.directory, create=create)
+        except UnsafeDirectory as exc:
+            raise TokenStoreError(self.directory, f"token store refused: {exc.message}") from None
+        return True
+
     def path_for(self, name: str) -> Path:
-        return self.directory / f"{name}.json"
+        """``<directory>/<name>.json``.
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name (see
+                ``runner.spec.check_server_name``), so it could leave the directory.
+        """
+        return self.directory / f"{check_server_name(name)}.json"
 
     def load(self, name: str) -> StoredLogin | None:
         """The stored login of ``name``, or None when there is none or it was unreadable
-        (then moved aside, with a ``TokenStoreWarning``)."""
+        (then moved aside, with a ``TokenStoreWarning``).
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+            TokenStoreError: the directory is unsafe, reading failed for a reason of the
+                moment (the file is left in place), or a bad file could not be moved aside.
+        """
         path = self.path_for(name)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        if not self._check_directory(create=False):
             return None
         try:
-            return StoredLogin.from_dict(json.loads(raw))
-        except (ValueError, UnicodeDecodeError) as exc:
-            aside = path.with_name(f"{path.name}.corrupt-{time.time_ns()}")
-            os.replace(path, aside)
-            message = (
-                f"token file {path} is unreadable ({exc}); kept as {aside}; "
-                f"{name} will log in again"
-            )
-            logger.warning(message)
-            warnings.warn(message, TokenStoreWarning, stacklevel=2)
+            raw = read_state_file(path, limit=MAX_TOKEN_FILE_BYTES)
+        except UnreadableStateFile as exc:
+            self._set_aside(name, path, exc.reason)
+            return None
+        except OSError as exc:
+            raise TokenStoreError(
+                path,
+                f"cannot read token file {path} now ({_why(exc)}); it was left in place; "
+                "try again later",
+            ) from exc
+        if raw is None:
+            return None
+        try:
+            return StoredLogin.from_json(raw)
+        except InvalidLoginRecord as exc:
+            self._set_aside(name, path, str(exc))
             return None
 
+    def _set_aside(self, name: str, path: Path, reason: str) -> None:
+        try:
+            aside = keep_aside(path)
+        except FileNotFoundError:
+            return  # gone meanwhile (another process set it aside): nothing to load
+        except OSError as exc:
+            raise TokenStoreError(
+                path,
+                f"token file {path} is unreadable ({reason}) and could not be moved aside "
+                f"({_why(exc)}); move or remove it by hand",
+            ) from exc
+        message = (
+            f"token file {path} is unreadable ({reason}); kept as {aside}; {name} will log in again"
+        )
+        logger.warning(message)
+        warnings.warn(message, TokenStoreWarning, stacklevel=3)
+
     def save(self, name: str, login: StoredLogin) -> Path:
-        """Write ``login`` atomically with mode 0600; returns the file's path."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Write ``login`` atomically with mode 0600; returns the file's path.
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+            TokenStoreError: the directory is unsafe or cannot be created, or writing failed
+                (the previous file, if any, is unchanged).
+        """
         path = self.path_for(name)
-        data = json.dumps(login.to_dict(), indent=2, sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
+        self._check_directory(create=True)
+        data = json.dumps(login.to_dict(), indent=2, sort_keys=True, allow_nan=False).encode()
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
+        except OSError as exc:
+            raise TokenStoreError(
+                self.directory,
+                f"cannot write in token store directory {self.directory} ({_why(exc)}); "
+                f"{name}'s login was not saved",
+            ) from exc
         try:
             with os.fdopen(fd, "wb") as f:  # mkstemp creates the file 0600
                 f.write(data)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise TokenStoreError(
+                    path,
+                    f"cannot write token file {path} ({_why(exc)}); {name}'s login was not "
+                    "saved; the previous file, if any, is unchanged",
+                ) from exc
             raise
         return path
 
     def delete(self, name: str) -> bool:
-        """Forget ``name``'s login; returns whether there was one."""
+        """Forget ``name``'s login; returns whether there was one.
+
+        A symlink in the file's place is removed itself (``unlink`` never follows it).
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+            TokenStoreError: the directory is unsafe, or the file could not be removed
+                (a directory in its place, say).
+        """
+        path = self.path_for(name)
+        if not self._check_directory(create=False):
+            return False
         try:
-            self.path_for(name).unlink()
+            path.unlink()
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            raise TokenStoreError(
+                path, f"cannot remove token file {path} ({_why(exc)}); remove it by hand"
+            ) from exc
         return True

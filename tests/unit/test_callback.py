@@ -837,3 +837,19 @@ def test_judge_paste_applies_armed_iss_and_error_rules() -> None:
     assert judge_paste(q(state=STATE, error="access_denied"), ARMED) == Denied(
         "access_denied", None, None
     )
+
+
+@pytest.mark.timeout(5)
+def test_a_huge_wrapped_paste_is_refused_in_linear_time() -> None:
+    # Peeling '<'/'>' layer by layer used to slice the whole text once per layer: O(n**2),
+    # minutes for a 1 MB paste, with the parent's paste reader stuck meanwhile.
+    text = "<" * 500_000 + f"?{GOOD}" + ">" * 500_000
+    assert isinstance(parse_paste(text), PasteProblem)
+    assert judge_paste(text, ARMED).status == 400  # type: ignore[union-attr]
+
+
+def test_wrappers_are_peeled_in_layers() -> None:
+    wrapped = f' " <  http://127.0.0.1:{PORT}/callback?{GOOD} > " '
+    pasted = parse_paste(wrapped)
+    assert isinstance(pasted, PastedCallback) and pasted.path == "/callback"
+    assert judge_paste(wrapped, ARMED) == Accepted(code=CODE, state=STATE, iss=None)
