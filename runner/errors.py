@@ -15,6 +15,15 @@ Every outcome of a login that is not a token is one of these, carried in
 
 Every class pickles and crosses the parent/child pipe by name (``to_wire`` /
 ``error_from_wire``), so a child can report a typed failure.
+
+Warnings: what ``authorize_many`` contained rather than let it change a result. Each is
+logged on the ``runner`` logger when it happens and warned (``warnings.warn``) once the
+call is over, so a host that turns warnings into errors still had every child stopped
+and every lease released first::
+
+    UserWarning
+     ├── HostCallbackWarning    a browser, pastes or progress callback raised or hung
+     └── LoginCleanupWarning    tidying up after a login failed; its result is kept
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ __all__ = [
     "FlowCrashed",
     "FlowError",
     "FlowTimeout",
+    "HostCallbackWarning",
     "InvalidServerSpec",
+    "LoginCleanupWarning",
     "NeedsInteraction",
     "OAuthProtocolError",
     "error_from_wire",
@@ -82,6 +93,27 @@ class FlowCrashed(FlowError):
 
 class OAuthProtocolError(FlowError):
     """Discovery, registration, token exchange or an issuer check failed."""
+
+
+class HostCallbackWarning(UserWarning):
+    """A callback the host passed to ``authorize_many`` failed; the logins went on.
+
+    Raised when: ``browser`` raised (the login keeps waiting for a pasted callback),
+    ``pastes`` raised (no more pastes are read; logins that can still finish in the
+    browser do), or ``progress`` raised or had not returned when the call was over
+    (later progress sentences are dropped). The message names the callback and the
+    exception; it never changes a ``FlowResult``.
+    """
+
+
+class LoginCleanupWarning(UserWarning):
+    """Tidying up after a login failed, and the login's result was kept.
+
+    Raised when: stopping the login's child, closing its channel or releasing its port
+    lease raised (``portlease.RegistryError`` when the registry has become unwritable),
+    or another failure came after the child had delivered tokens. A login that got its
+    tokens stays ``ok``; the child is still stopped and waited for.
+    """
 
 
 _BY_NAME: Final[Mapping[str, type[FlowError]]] = types.MappingProxyType(

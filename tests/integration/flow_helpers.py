@@ -408,3 +408,33 @@ async def authorize_and_look(
         return results, still_running(before)
     finally:
         kill_all(child_processes() - before)
+
+
+# --- threads the runner starts ----------------------------------------------------------------
+
+
+def threads_named(prefix: str) -> list[threading.Thread]:
+    """The live threads whose name starts with ``prefix`` (``runner-progress``,
+    ``runner-store-<name>``, ``runner-browser-<name>``, ``runner-release-<name>``)."""
+    return [t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
+
+
+def join_threads(prefix: str, timeout: float) -> list[str]:
+    """Join (bounded, in total) the live threads named ``prefix...``; returns the names of
+    those still alive."""
+    deadline = time.monotonic() + timeout
+    for thread in threads_named(prefix):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [t.name for t in threads_named(prefix)]
+
+
+def unblock_fifo(path: Path) -> bool:
+    """Let a reader blocked in ``open()`` of the FIFO ``path`` go on (it then reads end of
+    file); returns whether one was waiting. Never blocks: without a reader, opening a FIFO
+    for writing with ``O_NONBLOCK`` fails at once (``ENXIO``)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
