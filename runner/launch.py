@@ -17,32 +17,42 @@ Both give a ``ChildProcess``: ``pid``, ``returncode``, ``stderr``, ``wait()``,
 ``terminate()``, ``kill()``. Every child runs in its own session (a terminal's Ctrl-C
 reaches only the parent). A zygote lives exactly as long as its ``open_launcher`` block;
 at the block's end it is stopped and waited for.
+
+The parent talks to a zygote over one ``SOCK_SEQPACKET`` socket pair in the versioned
+messages of ``runner.zygote_protocol`` (both ends import it). A zygote that sends a packet
+that does not decode, or a fact that makes no sense, is treated like a dead one: starts
+fail with ``LauncherError``, and its children are watched and signalled without it.
+A forked child does not depend on its zygote being scheduled: see ``_ForkedChild``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Final, Literal, Protocol
 
 import anyio
 import anyio.abc
 import psutil
+
+from runner import zygote_protocol as zp
 
 __all__ = ["ChildProcess", "Launcher", "StartMethod", "default_start_method", "open_launcher"]
 
 StartMethod = Literal["zygote", "spawn"]
 
 _ZYGOTE_STOP_GRACE: Final = 2.0
-_ORPHAN_POLL: Final = 0.05
+_EXIT_POLL: Final = 0.05  # how often a waiter looks for an exit nobody reported
+_REPORT_GRACE: Final = 0.5  # how long an observed exit waits for the zygote's exact code
+_STAT_EXIT_CODE: Final = 49  # /proc/PID/stat field 52 (exit_code), counted after "comm"
 
 
 class ChildProcess(Protocol):
@@ -125,11 +135,30 @@ class SpawnLauncher:
 
 
 class _ForkedChild:
-    """A child forked by the zygote: signalled and reaped through it."""
+    """A child forked by the zygote, signalled and watched by the parent directly.
 
-    def __init__(self, zygote: Zygote, pid: int) -> None:
+    The zygote reaps it and reports its exit, but a zygote may stop reporting: dead (the
+    child is then an orphan, reaped by init) or stopped (``SIGSTOP``: it reads nothing,
+    reaps nothing, reports nothing). Nothing here depends on the zygote being scheduled:
+
+    - ``wait()`` returns on the zygote's ``Exited`` report (the exact code) or on seeing
+      the child exit by itself, polling every ``_EXIT_POLL`` (no event exists for another
+      process's child). An exit seen first takes its code from the zombie's
+      ``/proc/PID/stat``, else waits ``_REPORT_GRACE`` for the report, else is -1 (lost).
+    - ``terminate()``/``kill()`` go straight to the child through a pidfd, so they reach
+      it even when the zygote is stopped or gone. A pidfd names one process for good: it
+      never reaches a process that later gets the same pid number. The pidfd is opened
+      when the zygote reports the fork, and checked (see ``_open_pidfd``). Without pidfd
+      support (not Linux, or a kernel before 5.3) the signal goes through the zygote,
+      which signals only children it has not reaped; if the zygote is gone or stopped,
+      straight to the pid (a stopped zygote cannot reap, so the pid is still the child's).
+    - once the exit is known the child is never signalled again, and the pidfd is closed.
+    """
+
+    def __init__(self, zygote: Zygote, pid: int, pidfd: int | None) -> None:
         self._zygote = zygote
         self._pid = pid
+        self._pidfd = pidfd
         self._returncode: int | None = None
         self._exited = anyio.Event()
         self._stderr: anyio.abc.ByteReceiveStream | None = None
@@ -149,24 +178,80 @@ class _ForkedChild:
     def _exit(self, code: int) -> None:
         if self._returncode is None:
             self._returncode = code
+            self._close_pidfd()
             self._exited.set()
 
+    def _close_pidfd(self) -> None:
+        # Only ever called from the event loop's thread, between awaits: no poll of this
+        # descriptor is in progress, and ``None`` is what every later user sees.
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
     async def wait(self) -> int:
-        await self._exited.wait()  # set when the zygote reports the exit, or dies
-        while self._returncode is None:
-            # The zygote died before reaping us: nobody can wait(2) for this pid any
-            # more, so watch it go; its exit code is lost (-1).
-            if _running(self._pid):
-                await anyio.sleep(_ORPHAN_POLL)
-            else:
-                self._returncode = -1
+        if self._returncode is None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch)
+                await self._exited.wait()
+                tg.cancel_scope.cancel()
+        assert self._returncode is not None
         return self._returncode
 
+    async def _watch(self) -> None:
+        """Wait for the exit by looking, for when the zygote does not report it."""
+        while not self._has_exited():
+            await anyio.sleep(_EXIT_POLL)
+        code = self._zombie_exit_code()
+        if code is None and self._zygote.alive:
+            # Reaped already (by a running zygote, whose report is then on its way), or
+            # no /proc: the report has the exact code, so give it a moment.
+            with anyio.move_on_after(_REPORT_GRACE):
+                await self._exited.wait()
+        self._exit(-1 if code is None else code)
+
+    def _has_exited(self) -> bool:
+        if self._returncode is not None:
+            return True
+        if self._pidfd is not None:
+            # A pidfd is readable once its process has exited (zombie or reaped).
+            poller = select.poll()
+            poller.register(self._pidfd, select.POLLIN)
+            return bool(poller.poll(0))
+        # By pid: a zombie counts as exited. A recycled pid can only delay this (the
+        # zygote reaped the child, so its report is coming), never signal anything.
+        return not _running(self._pid)
+
+    def _zombie_exit_code(self) -> int | None:
+        """The code of our exited, unreaped child, or None. Read by pid, then confirmed
+        through the pidfd: still unreaped after the read means the pid was ours during it."""
+        if self._pidfd is None:
+            return None
+        try:
+            with open(f"/proc/{self._pid}/stat", "rb") as stat_file:
+                stat = stat_file.read()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if fields[0] != b"Z":
+                return None
+            status = int(fields[_STAT_EXIT_CODE])
+            _pidfd_signal(self._pidfd, 0)  # ProcessLookupError: reaped meanwhile
+            return os.waitstatus_to_exitcode(status)
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _signal(self, signum: int) -> None:
+        if self._returncode is not None:
+            return  # its pid may belong to another process by now
+        if self._pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):  # exited, not yet reported
+                _pidfd_signal(self._pidfd, signum)
+            return
+        self._zygote.signal(self, signum)
+
     def terminate(self) -> None:
-        self._zygote.signal(self, signal.SIGTERM)
+        self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        self._zygote.signal(self, signal.SIGKILL)
+        self._signal(signal.SIGKILL)
 
 
 def _running(pid: int) -> bool:
@@ -174,6 +259,45 @@ def _running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _pidfd_signal(pidfd: int, signum: int) -> None:
+    if sys.platform == "linux":
+        signal.pidfd_send_signal(pidfd, signum)
+    else:  # _open_pidfd never returns a pidfd elsewhere
+        raise ProcessLookupError(signum)
+
+
+def _open_pidfd(pid: int, zygote_pid: int) -> int | None:
+    """A pidfd for the zygote's child ``pid``, or None (no pidfd support, or it is gone).
+
+    A pidfd is opened by pid number, so it is checked after opening: that process must be
+    a child of the zygote, and still unreaped after that check (signal 0 through the
+    pidfd). Then the pid was that child's all along, and the pidfd is the child's for
+    good. A child the zygote had already reaped (its ``Exited`` still queued behind the
+    ``Forked`` being handled) fails the check and gets no pidfd."""
+    if sys.platform != "linux":
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # ENOSYS (kernel before 5.3), ESRCH (gone)
+        return None
+    try:
+        ours = psutil.Process(pid).ppid() == zygote_pid
+        signal.pidfd_send_signal(pidfd, 0)
+    except (OSError, psutil.Error):
+        ours = False
+    if not ours:
+        os.close(pidfd)
+        return None
+    return pidfd
 
 
 class Zygote:
@@ -186,17 +310,26 @@ class Zygote:
         self._control = control
         self._ids = itertools.count()
         self._ready = anyio.Event()
-        self._pending: dict[int, tuple[anyio.Event, list[_ForkedChild | None]]] = {}
+        # request id -> (answered, [the child, or the zygote's reason for refusing])
+        self._pending: dict[int, tuple[anyio.Event, list[_ForkedChild | str | None]]] = {}
         self._children: dict[int, _ForkedChild] = {}
+        self._broken: str | None = None
         self.alive = True
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls) -> AsyncIterator[Zygote]:
+        async with cls._run([sys.executable, "-m", "runner.zygote"]) as zygote:
+            yield zygote
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def _run(cls, command: Sequence[str]) -> AsyncIterator[Zygote]:
+        """Run ``command --control-fd N`` as the zygote (tests run impostors here)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             process = await anyio.open_process(
-                [sys.executable, "-m", "runner.zygote", "--control-fd", str(theirs.fileno())],
+                [*command, "--control-fd", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=None,
@@ -222,6 +355,8 @@ class Zygote:
                     tg.cancel_scope.cancel()
         finally:
             ours.close()
+            for child in zygote._children.values():
+                child._close_pidfd()  # exits never reported; waiters poll by pid now
 
     async def _stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -233,17 +368,22 @@ class Zygote:
             self._process.kill()
         await self._process.wait()
 
+    def _unavailable(self) -> LauncherError:
+        if self._broken is not None:
+            return LauncherError(f"the zygote broke the control protocol: {self._broken}")
+        return LauncherError("the zygote process has exited")
+
     async def start(self, listener: socket.socket, channel: socket.socket) -> ChildProcess:
         await self._ready.wait()
         if not self.alive:
-            raise LauncherError("the zygote process has exited")
+            raise self._unavailable()
         request_id = next(self._ids)
         done = anyio.Event()
-        slot: list[_ForkedChild | None] = [None]
+        slot: list[_ForkedChild | str | None] = [None]
         self._pending[request_id] = (done, slot)
         stderr_ours, stderr_theirs = socket.socketpair()
         try:
-            payload = json.dumps({"op": "fork", "id": request_id}).encode()
+            payload = zp.encode(zp.Fork(id=request_id))
             fds = [listener.fileno(), channel.fileno(), stderr_theirs.fileno()]
             while True:
                 try:
@@ -263,60 +403,75 @@ class Zygote:
             stderr_ours.close()
             raise
         child = slot[0]
-        if child is None:
+        if not isinstance(child, _ForkedChild):
             stderr_ours.close()
-            raise LauncherError("the zygote could not start the login's child")
+            if child is None:
+                raise self._unavailable()
+            raise LauncherError(f"the zygote could not start the login's child: {child}")
         child._stderr = await anyio.abc.SocketStream.from_socket(stderr_ours)
         return child
 
     def signal(self, child: _ForkedChild, signum: int) -> None:
+        """Signal ``child`` through the zygote (for children without a pidfd)."""
         if child.returncode is not None:
             return
-        if self.alive:
-            payload = json.dumps({"op": "signal", "pid": child.pid, "sig": int(signum)})
+        if self.alive and not _stopped(self._process.pid):
             with contextlib.suppress(BlockingIOError):
-                self._control.send(payload.encode())
+                self._control.send(zp.encode(zp.Signal(pid=child.pid, sig=int(signum))))
                 return
+        # The zygote is gone, stopped or not reading (its queue is full): signal directly.
+        # A stopped zygote cannot reap, so the pid is still the child's.
         with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signum)  # zygote gone (or its queue full): signal directly
+            os.kill(child.pid, signum)
 
     async def _read(self) -> None:
         try:
             while True:
                 await anyio.wait_readable(self._control)
                 try:
-                    data = self._control.recv(65536)
+                    # One byte over the limit, so that an oversized packet is seen as such.
+                    data = self._control.recv(zp.MAX_PACKET_BYTES + 1)
                 except BlockingIOError:
                     continue
                 if not data:
                     return
-                self._dispatch(json.loads(data))
-        except (OSError, ValueError):
-            pass
+                self._dispatch(zp.decode(data))
+        except zp.ZygoteProtocolError as exc:
+            # A zygote that breaks the protocol is treated exactly like a dead one: nothing
+            # it says can be trusted any more, so nothing may keep waiting for it. Pending
+            # and later starts fail with LauncherError; its children are watched and
+            # signalled without it (see _ForkedChild). Open's block end still stops it.
+            self._broken = str(exc)
+        except OSError:
+            pass  # the zygote died: the same as end of stream
         finally:
             self.alive = False
             self._ready.set()
             for done, _slot in self._pending.values():
                 done.set()
             self._pending.clear()
-            for child in self._children.values():
-                if child.returncode is None:
-                    child._exited.set()  # wake waiters; wait() falls back to polling
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        op = message.get("op")
-        if op == "ready":
+    def _dispatch(self, fact: zp.ZygoteMessage) -> None:
+        if isinstance(fact, zp.Ready):
             self._ready.set()
-        elif op in ("forked", "refused"):
-            done, slot = self._pending.pop(message["id"], (None, None))
-            if op == "forked":
-                child = _ForkedChild(self, int(message["pid"]))
+        elif isinstance(fact, zp.Forked | zp.Refused):
+            if fact.id is None:
+                raise zp.ZygoteProtocolError(f"the zygote could not read a command: {fact.reason}")
+            done, slot = self._pending.pop(fact.id, (None, None))
+            if isinstance(fact, zp.Forked):
+                if fact.pid in self._children:
+                    raise zp.ZygoteProtocolError(f"pid {fact.pid} reported forked twice")
+                child = _ForkedChild(self, fact.pid, _open_pidfd(fact.pid, self._process.pid))
                 self._children[child.pid] = child
                 if slot is not None:
                     slot[0] = child
+            elif slot is not None:
+                slot[0] = fact.reason
             if done is not None:
                 done.set()
-        elif op == "exited":
-            exited = self._children.pop(int(message["pid"]), None)
+        elif isinstance(fact, zp.Exited):
+            exited = self._children.pop(fact.pid, None)
             if exited is not None:
-                exited._exit(int(message["code"]))
+                exited._exit(fact.code)
+        else:
+            raise zp.ZygoteProtocolError(f"{type(fact).__name__} is a command, not a fact")

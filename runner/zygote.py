@@ -8,18 +8,20 @@ The zygote imports them once and forks a child per login. Forking is safe here a
 only here: the zygote never starts a thread or an event loop (the parent has both,
 which is why the parent never forks).
 
-Control protocol, over an ``AF_UNIX``/``SOCK_SEQPACKET`` socket (one JSON object per
-packet): the parent sends ``{"op": "fork", "id": N}`` carrying exactly three
-descriptors (listening socket, channel, stderr) as ``SCM_RIGHTS``, or
-``{"op": "signal", "pid": P, "sig": S}``; the zygote answers ``{"op": "ready"}``
-once, ``{"op": "forked", "id": N, "pid": P}`` (or ``"refused"`` for a malformed
-request) and, when it reaps a child, ``{"op": "exited", "pid": P, "code": C}``.
+Control protocol: ``runner.zygote_protocol`` (versioned messages, one JSON object per
+``SOCK_SEQPACKET`` packet), which this module and ``runner.launch`` both import. The
+parent sends ``Fork`` (with three descriptors) and ``Signal``; the zygote answers
+``Ready`` once, ``Forked`` or ``Refused`` per ``Fork``, and ``Exited`` per reaped child.
+A command it cannot decode is answered ``Refused(id=None)``: the zygote never guesses
+what was meant, and the parent then treats it as broken.
 
 Invariants:
 
 - the zygote closes its copies of the passed descriptors right after forking;
 - every child is reaped and its exit reported exactly once;
-- a signal is delivered only to a child not yet reaped, so never to a recycled pid;
+- a signal is delivered only to a child not yet reaped, so never to a recycled pid
+  (a child that has not been reaped is alive or a zombie: its pid cannot be reused);
+- a failed ``fork(2)`` (``EAGAIN``) is a ``Refused``, not the end of the zygote;
 - at end of stream on the control socket (the parent is done, or gone) it gives its
   children a second to finish (each sees its own channel close), kills the rest, and
   exits; it ignores SIGINT, like the children.
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import selectors
 import signal
@@ -37,7 +38,9 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any, Final
+from typing import Final
+
+from runner import zygote_protocol as zp
 
 __all__ = ["main"]
 
@@ -45,8 +48,8 @@ _FINISH_GRACE: Final = 1.0
 _EXIT_INTERNAL: Final = 70  # EX_SOFTWARE: the child failed before reporting anything
 
 
-def _send(control: socket.socket, message: dict[str, Any]) -> None:
-    control.send(json.dumps(message).encode())
+def _send(control: socket.socket, message: zp.ZygoteFact) -> None:
+    control.send(zp.encode(message))
 
 
 def _reap(children: set[int], control: socket.socket) -> None:
@@ -60,7 +63,7 @@ def _reap(children: set[int], control: socket.socket) -> None:
             return
         children.discard(pid)
         with contextlib.suppress(OSError):  # the parent may be gone; keep reaping
-            _send(control, {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+            _send(control, zp.Exited(pid=pid, code=os.waitstatus_to_exitcode(status)))
 
 
 def _fork(fds: list[int], closing: list[int]) -> int:
@@ -89,6 +92,38 @@ def _fork(fds: list[int], closing: list[int]) -> int:
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os._exit(code)
+
+
+def _obey(
+    control: socket.socket, data: bytes, fds: list[int], closing: list[int], children: set[int]
+) -> None:
+    """Carry out one command. The caller closes ``fds`` (our copies) afterwards."""
+    try:
+        command = zp.decode(data)
+    except zp.ZygoteProtocolError as exc:
+        _send(control, zp.Refused(id=None, reason=str(exc)))
+        return
+    if isinstance(command, zp.Fork):
+        if len(fds) != zp.FORK_FDS:
+            _send(
+                control,
+                zp.Refused(id=command.id, reason=f"{len(fds)} descriptors, not {zp.FORK_FDS}"),
+            )
+            return
+        try:
+            pid = _fork(fds, closing)
+        except OSError as exc:  # EAGAIN, ENOMEM: this login fails, the others go on
+            _send(control, zp.Refused(id=command.id, reason=f"fork: {exc.strerror}"))
+            return
+        children.add(pid)
+        _send(control, zp.Forked(id=command.id, pid=pid))
+    elif isinstance(command, zp.Signal):
+        # Only a child not reaped yet: its pid is still its own (alive or a zombie).
+        if command.pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(command.pid, command.sig)
+    else:  # a fact sent the wrong way
+        _send(control, zp.Refused(id=None, reason=f"{type(command).__name__} is not a command"))
 
 
 def _finish(children: set[int]) -> None:
@@ -123,7 +158,7 @@ def serve(control: socket.socket) -> None:
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
-    _send(control, {"op": "ready"})
+    _send(control, zp.Ready())
     try:
         while True:
             for key, _ in selector.select():
@@ -131,26 +166,21 @@ def serve(control: socket.socket) -> None:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 4096)
                     continue
-                data, fds, _flags, _addr = socket.recv_fds(control, 65536, 3)
+                # One more byte and one more descriptor than allowed: an oversized packet
+                # or a fourth descriptor is then seen (and refused), not silently cut.
+                data, fds, flags, _addr = socket.recv_fds(
+                    control, zp.MAX_PACKET_BYTES + 1, zp.FORK_FDS + 1
+                )
                 if not data:
                     for fd in fds:
                         os.close(fd)
                     return
-                try:
-                    request = json.loads(data)
-                    op = request["op"]
-                except (ValueError, KeyError, TypeError):
-                    op = None
-                if op == "fork" and len(fds) == 3:
-                    closing = [control.fileno(), wake_r, wake_w, selector.fileno()]
-                    pid = _fork(fds, closing)
-                    children.add(pid)
-                    _send(control, {"op": "forked", "id": request["id"], "pid": pid})
-                elif op == "fork":
-                    _send(control, {"op": "refused", "id": request.get("id")})
-                elif op == "signal" and request.get("pid") in children:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(request["pid"]), int(request["sig"]))
+                closing = [control.fileno(), wake_r, wake_w, selector.fileno()]
+                if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+                    # Something was cut off: never act on part of a command.
+                    _send(control, zp.Refused(id=None, reason="packet or descriptors cut off"))
+                else:
+                    _obey(control, data, fds, closing, children)
                 for fd in fds:
                     os.close(fd)
             _reap(children, control)
