@@ -1,9 +1,8 @@
 """Judging an OAuth redirect that reaches a login's loopback listener, or is pasted.
 
 Pure: no sockets, files, processes or logging. The child's HTTP server hands each request
-to :func:`judge_request` and writes what :func:`render_page` and :func:`response_headers`
-return; a pasted callback forwarded by the parent goes to :func:`judge_paste`; the parent
-uses :func:`parse_paste` to learn which login a paste belongs to (see ``runner.routing``).
+to :func:`judge_request` (and answers with ``runner.pages``); a pasted callback forwarded by
+the parent goes to :func:`judge_paste`, which reads it with ``runner.paste.parse_paste``.
 
 Invariants:
 
@@ -13,7 +12,9 @@ Invariants:
   known) and the response carries that exact state, compared in constant time on bytes.
 * When the response's ``iss`` is wrong, or absent while the authorization server
   requires it, its ``error`` fields are neither shown nor acted on (RFC 9207 §2.4).
-* Every value that reaches a page is ``html.escape``'d; pages load nothing and run nothing.
+* A :class:`Rejected` reason is our own sentence and never quotes the request; the values
+  of a :class:`Denied` are sanitised (below), because they reach pages, exception messages
+  and a terminal.
 * No ``repr`` of anything here shows an authorization code or a state.
 * No module state: constants only (immutable).
 
@@ -43,10 +44,11 @@ but a pasted full URL must name the callback path.
 
 Decisions:
 
-* Query syntax is parsed leniently in structure (empty ``&&`` segments are skipped, a name
-  without ``=`` has an empty value, as browsers and servers produce them) but strictly in
-  content: a percent-encoded sequence that is not UTF-8, or more than
-  ``_MAX_FIELDS`` fields, is a 400. Parameters other than the six OAuth ones may repeat.
+* The query syntax (lenient in structure, strict in content, at most
+  ``MAX_QUERY_FIELDS`` fields) is ``runner.callback_query``'s, shared with the paste
+  reader. Parameters other than the six OAuth ones may repeat.
+* The hosts a listener may serve, and how its ``Host`` header spells them, are
+  ``runner.loopback``'s.
 * An ``iss`` present while the issuer is not known is passed through in
   ``Accepted.iss`` for the SDK to validate against the metadata it fetches. An empty
   ``iss`` is malformed (400).
@@ -57,50 +59,31 @@ Decisions:
   empty one becomes ``"unspecified_error"``); non-printable characters by ``?`` in
   ``error_description`` (printable non-ASCII is kept: some servers localise it); an
   ``error_uri`` that is not an absolute http(s) URI of URI characters is dropped. All three
-  are length-capped. ``error_uri`` is shown as text, never as a link.
-* A :class:`Denied` page is a 200: the request was well formed and ended the login; a 4xx
-  is kept for responses that were turned away.
+  are length-capped.
 * An ``error`` present together with a ``code`` is a :class:`Denied` (nothing is exchanged).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import html
-import re
-import types
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from runner.callback_query import MAX_QUERY_BYTES, parse_query
+from runner.loopback import LOOPBACK_HOSTS, canonical_host, netloc_host
+from runner.paste import PASTE_HINT, PasteProblem, parse_paste
+
 __all__ = [
-    "MAX_QUERY_BYTES",
-    "RESPONSE_HEADERS",
     "Accepted",
     "Denied",
     "Expectation",
-    "PasteProblem",
-    "PastedCallback",
     "Rejected",
     "Verdict",
     "judge_paste",
     "judge_request",
-    "parse_paste",
-    "render_page",
-    "response_headers",
 ]
 
-MAX_QUERY_BYTES: Final[int] = 8192
-"""Largest query (UTF-8 bytes) judged; a larger one is a 414."""
-
-_MAX_PASTE_CHARS: Final[int] = 2 * MAX_QUERY_BYTES
-# What a paste may be before whitespace and wrappers are dropped: room for a terminal that
-# wrapped or indented the URL, and a bound on the work done on any paste.
-_MAX_PASTE_INPUT_CHARS: Final[int] = 4 * _MAX_PASTE_CHARS
-_MAX_FIELDS: Final[int] = 64
 _MAX_ERROR_CHARS: Final[int] = 128
 _MAX_DESCRIPTION_CHARS: Final[int] = 1024
 _MAX_URI_CHARS: Final[int] = 2048
@@ -108,10 +91,9 @@ _MAX_URI_CHARS: Final[int] = 2048
 _OAUTH_PARAMS: Final[frozenset[str]] = frozenset(
     {"code", "state", "iss", "error", "error_description", "error_uri"}
 )
-_HOSTS: Final[Mapping[str, str]] = types.MappingProxyType(
-    {"127.0.0.1": "127.0.0.1", "::1": "[::1]", "localhost": "localhost"}
-)
 _REDACTED: Final[str] = "<redacted>"
+# "127.0.0.1, ::1 or localhost", for the message that refuses any other host.
+_LOOPBACK_CHOICES: Final[str] = f"{', '.join(LOOPBACK_HOSTS[:-1])} or {LOOPBACK_HOSTS[-1]}"
 
 
 # --------------------------------------------------------------------------- expectation
@@ -123,7 +105,8 @@ class Expectation:
 
     Args:
         host: the host of the redirect_uri: ``"127.0.0.1"``, ``"::1"`` (brackets allowed)
-            or ``"localhost"`` (case-insensitive; stored lower-case, without brackets).
+            or ``"localhost"`` (case-insensitive; stored as ``runner.loopback.canonical_host``
+            spells it: lower-case, without brackets).
         port: the listening port, 1..65535.
         path: the redirect_uri's path, e.g. ``"/callback"``; compared exactly.
         state: the state of the SDK's authorization URL; ``None`` until it is known.
@@ -143,13 +126,11 @@ class Expectation:
     issuer_required: bool = False
 
     def __post_init__(self) -> None:
-        host = self.host.lower()
-        if host == "[::1]":
-            host = "::1"
-        if host not in _HOSTS:
+        host = canonical_host(self.host)
+        if host not in LOOPBACK_HOSTS:
             raise ValueError(
                 f"callback host {self.host!r} is not a loopback host this listener serves "
-                "(use 127.0.0.1, ::1 or localhost)"
+                f"(use {_LOOPBACK_CHOICES})"
             )
         object.__setattr__(self, "host", host)
         if isinstance(self.port, bool) or not isinstance(self.port, int):
@@ -168,7 +149,7 @@ class Expectation:
     @property
     def authority(self) -> str:
         """``host:port`` as the redirect_uri (and so the browser's ``Host``) spells it."""
-        return f"{_HOSTS[self.host]}:{self.port}"
+        return f"{netloc_host(self.host)}:{self.port}"
 
     @property
     def redirect_uri(self) -> str:
@@ -228,162 +209,6 @@ class Rejected:
 Verdict: TypeAlias = Accepted | Denied | Rejected
 
 
-# --------------------------------------------------------------------------- pastes
-
-
-@dataclass(frozen=True, slots=True)
-class PastedCallback:
-    """A paste that looks like a callback.
-
-    Attributes:
-        query: the query string, still percent-encoded, without ``?`` or fragment.
-        state: the decoded ``state`` parameter (present: a paste without one is a
-            :class:`PasteProblem`; typed optional for callers that build their own).
-        path: the path if the paste named one (a full URL or ``/path?query``), else None.
-        host: the URL's host, lower-case and without brackets, if a URL was pasted.
-        port: the URL's explicit port, if any.
-    """
-
-    query: str
-    state: str | None
-    path: str | None = None
-    host: str | None = None
-    port: int | None = None
-
-    def __repr__(self) -> str:
-        state = None if self.state is None else _REDACTED
-        return (
-            f"PastedCallback(query={_REDACTED}, state={state}, path={self.path!r}, "
-            f"host={self.host!r}, port={self.port!r})"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PasteProblem:
-    """A paste that is not a callback; ``message`` says what to paste instead.
-
-    An empty ``message`` means the paste was blank (the user pressed Enter): nothing to say.
-    """
-
-    message: str
-
-
-_WRAPPERS: Final[tuple[tuple[str, str], ...]] = (
-    ('"', '"'),
-    ("'", "'"),
-    ("`", "`"),
-    ("<", ">"),
-    ("\u201c", "\u201d"),
-    ("\u2018", "\u2019"),
-)
-_HINT: Final[str] = (
-    "paste the whole address from the browser's address bar, "
-    "starting with http://127.0.0.1 (or http://localhost)"
-)
-
-
-def _unwrap(text: str) -> str:
-    """Drop whitespace and matching quotes/angle brackets around ``text``, repeatedly.
-
-    Moves two indices inward and slices once: slicing and stripping on every layer made
-    ``'<' * n + '>' * n`` cost O(n**2) (a 1 MB paste took minutes). Each pass consumes at
-    least two characters or ends the loop, so it runs at most ``len(text) // 2 + 1`` times.
-    """
-    start, end = 0, len(text)
-    for _ in range(len(text) // 2 + 1):
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        for opening, closing in _WRAPPERS:
-            if (
-                end - start >= len(opening) + len(closing)
-                and text.startswith(opening, start, end)
-                and text.endswith(closing, start, end)
-            ):
-                start += len(opening)
-                end -= len(closing)
-                break
-        else:
-            break
-    return text[start:end]
-
-
-def _has_scheme(text: str) -> bool:
-    """``text`` starts with ``scheme://`` (not merely contains it, as an unencoded iss may)."""
-    head, sep, _ = text.partition("://")
-    return bool(sep) and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", head) is not None
-
-
-def parse_paste(text: str) -> PastedCallback | PasteProblem:
-    """Read what a person pasted as a callback.
-
-    Accepted forms: a full callback URL (``http://127.0.0.1:5555/callback?code=..&state=..``,
-    the scheme may be missing), ``/callback?code=..``, a bare query string, or one starting
-    with ``?``. Surrounding whitespace, quotes and angle brackets are dropped, and so is any
-    whitespace inside (a URL has none; a terminal may wrap one). A fragment is ignored.
-
-    Returns:
-        A :class:`PastedCallback` carrying a state and a ``code`` or an ``error``; otherwise a
-        :class:`PasteProblem` whose message says what to paste (empty for a blank paste).
-    """
-    if len(text) > _MAX_PASTE_INPUT_CHARS:
-        return PasteProblem(f"that paste is too long to be a callback URL; {_HINT}")
-    text = "".join(_unwrap(text).split())
-    if not text:
-        return PasteProblem("")
-    if len(text) > _MAX_PASTE_CHARS:
-        return PasteProblem(f"that paste is too long to be a callback URL; {_HINT}")
-
-    path: str | None = None
-    host: str | None = None
-    port: int | None = None
-    if text.startswith("?"):
-        query = text[1:]
-    elif text.startswith("/"):
-        path, _, query = text.partition("?")
-    elif _has_scheme(text) or text.lower().startswith(("127.0.0.1", "localhost", "[::1]")):
-        url = text if _has_scheme(text) else "http://" + text
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port
-        except ValueError:
-            return PasteProblem(f"that address could not be read as a URL; {_HINT}")
-        if parts.scheme.lower() not in ("http", "https"):
-            return PasteProblem(
-                f"that is a {parts.scheme or 'scheme-less'} address, not a callback URL; {_HINT}"
-            )
-        query, path, host = parts.query, parts.path or "/", parts.hostname
-    else:
-        query = text
-    query = query.partition("#")[0]
-
-    if "=" not in query:
-        return PasteProblem(
-            f"that does not look like a callback URL: it has no parameters; {_HINT}"
-        )
-    try:
-        pairs = _parse_query(query)
-    except ValueError:
-        return PasteProblem(
-            f"that callback URL is malformed (its parameters cannot be read); {_HINT}"
-        )
-    states = [value for name, value in pairs if name == "state"]
-    if not states or not states[0]:
-        return PasteProblem(
-            f"that does not look like a callback URL: it has no state parameter; {_HINT}"
-        )
-    if len(states) > 1:
-        return PasteProblem(f"that callback URL has more than one state parameter; {_HINT}")
-    names = {name for name, _ in pairs}
-    if "code" not in names and "error" not in names:
-        return PasteProblem(
-            "that URL has a state but neither a code nor an error: the login has not "
-            f"finished in the browser yet; {_HINT} once it has"
-        )
-    return PastedCallback(query=query, state=states[0], path=path, host=host, port=port)
-
-
 # --------------------------------------------------------------------------- judging
 
 
@@ -429,7 +254,7 @@ def judge_paste(text: str, expect: Expectation) -> Verdict:
     """
     pasted = parse_paste(text)
     if isinstance(pasted, PasteProblem):
-        return Rejected(400, pasted.message or f"nothing was pasted; {_HINT}")
+        return Rejected(400, pasted.message or f"nothing was pasted; {PASTE_HINT}")
     if pasted.path is not None and pasted.path != expect.path:
         return Rejected(404, f"that URL is not this login's callback address ({expect.path})")
     return _judge_query(pasted.query, expect)
@@ -439,20 +264,8 @@ def _host_matches(host_header: str, expect: Expectation) -> bool:
     got = host_header.strip(" \t").lower()
     allowed = {expect.authority}
     if expect.port == 80:  # a browser leaves the default port out of Host
-        allowed.add(_HOSTS[expect.host])
+        allowed.add(netloc_host(expect.host))
     return got in allowed
-
-
-def _parse_query(raw_query: str) -> list[tuple[str, str]]:
-    """Split a query into decoded pairs. Raises ValueError (incl. UnicodeDecodeError)."""
-    return urllib.parse.parse_qsl(
-        raw_query,
-        keep_blank_values=True,
-        strict_parsing=False,
-        encoding="utf-8",
-        errors="strict",
-        max_num_fields=_MAX_FIELDS,
-    )
 
 
 def _judge_query(raw_query: str, expect: Expectation) -> Verdict:
@@ -460,7 +273,7 @@ def _judge_query(raw_query: str, expect: Expectation) -> Verdict:
     if len(raw_query.encode("utf-8", "surrogatepass")) > MAX_QUERY_BYTES:
         return Rejected(414, "the callback address is too long")
     try:
-        pairs = _parse_query(raw_query)
+        pairs = parse_query(raw_query)
     except ValueError:
         return Rejected(400, "the callback parameters cannot be read")
     params: dict[str, str] = {}
@@ -548,89 +361,3 @@ def _sanitised_uri(value: str | None) -> str | None:
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return None
     return value
-
-
-# --------------------------------------------------------------------------- pages
-
-_STYLE: Final[str] = (
-    "body{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;"
-    "color:#222;line-height:1.5}h1{font-size:1.4em}code{background:#f2f2f2;padding:0 .2em}"
-)
-_STYLE_HASH: Final[str] = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-
-RESPONSE_HEADERS: Final[Mapping[str, str]] = types.MappingProxyType(
-    {
-        "Content-Type": "text/html; charset=utf-8",
-        "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-        "X-Frame-Options": "DENY",
-        "Content-Security-Policy": (
-            f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; "
-            "form-action 'none'; frame-ancestors 'none'"
-        ),
-    }
-)
-"""Headers for every page this listener writes (immutable)."""
-
-
-def response_headers(verdict: Verdict) -> Mapping[str, str]:
-    """:data:`RESPONSE_HEADERS`, plus ``Allow: GET`` on a 405 (RFC 9110 §15.5.6) and
-    ``Retry-After: 1`` on a 503."""
-    if isinstance(verdict, Rejected) and verdict.status == 405:
-        return types.MappingProxyType({**RESPONSE_HEADERS, "Allow": "GET"})
-    if isinstance(verdict, Rejected) and verdict.status == 503:
-        return types.MappingProxyType({**RESPONSE_HEADERS, "Retry-After": "1"})
-    return RESPONSE_HEADERS
-
-
-_STATUS_TITLES: Final[Mapping[int, str]] = types.MappingProxyType(
-    {
-        400: "This is not a valid callback for this login",
-        404: "Not found",
-        405: "Method not allowed",
-        414: "Address too long",
-        503: "Not ready yet",
-    }
-)
-
-
-def _esc(value: str) -> str:
-    return html.escape(value, quote=True)
-
-
-def _page(title: str, paragraphs: list[str]) -> str:
-    """A whole page; ``title`` and ``paragraphs`` are escaped here, nowhere else."""
-    body = "".join(f"<p>{_esc(p)}</p>" for p in paragraphs)
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><h1>{_esc(title)}</h1>{body}</body></html>\n"
-    )
-
-
-def render_page(verdict: Verdict) -> tuple[int, str]:
-    """The HTTP status and the full HTML page for a verdict.
-
-    Every interpolated value is escaped with ``html.escape(quote=True)``; the page has no
-    script, no link and no external resource. Send it with :func:`response_headers`.
-    """
-    if isinstance(verdict, Accepted):
-        return 200, _page(
-            "Login complete",
-            ["You can close this tab and return to the application."],
-        )
-    if isinstance(verdict, Denied):
-        paragraphs = [f"The authorization server did not authorize this login: {verdict.error}"]
-        if verdict.description:
-            paragraphs.append(f"It said: {verdict.description}")
-        if verdict.uri:
-            paragraphs.append(f"More information: {verdict.uri}")
-        paragraphs.append("You can close this tab.")
-        return 200, _page("Login not authorized", paragraphs)
-    title = _STATUS_TITLES.get(verdict.status, f"Error {verdict.status}")
-    paragraphs = [verdict.reason]
-    if verdict.status == 400:
-        paragraphs.append("The login is still waiting for its callback.")
-    return verdict.status, _page(title, paragraphs)

@@ -45,8 +45,6 @@ from runner.callback import (
     Verdict,
     judge_paste,
     judge_request,
-    render_page,
-    response_headers,
 )
 from runner.channel import Channel
 from runner.errors import (
@@ -56,6 +54,7 @@ from runner.errors import (
     NeedsInteraction,
     OAuthProtocolError,
 )
+from runner.loopback import DEFAULT_LOOPBACK_HOST
 from runner.messages import (
     AuthorizationStarted,
     CallbackAccepted,
@@ -68,6 +67,7 @@ from runner.messages import (
     StartLogin,
     TokensIssued,
 )
+from runner.pages import render_page, response_headers
 
 __all__ = ["main", "serve_fds"]
 
@@ -106,7 +106,7 @@ class _Login:
         self.channel = channel
         parts = urlsplit(start.redirect_uri)
         self.expect = Expectation(
-            host=parts.hostname or "127.0.0.1",
+            host=parts.hostname or DEFAULT_LOOPBACK_HOST,
             port=parts.port or 80,
             path=parts.path,
             state=None,

@@ -29,7 +29,7 @@ import hmac
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from .callback import PasteProblem, parse_paste
+from .paste import PasteProblem, parse_paste
 
 __all__ = [
     "Deliver",

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 from mcp.shared.auth import OAuthToken
 
 from runner.errors import FlowError, InvalidServerSpec
+from runner.loopback import DEFAULT_LOOPBACK_HOST, LOOPBACK_HOSTS
 
 __all__ = ["FlowResult", "ServerSpec", "check_server_name", "parse_servers"]
 
-LOOPBACK_HOSTS: Final = ("127.0.0.1", "::1", "localhost")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 # Keys a hermes server entry may carry that belong to the host, not to the login.
@@ -57,7 +57,7 @@ class ServerSpec:
     client_secret: str | None = field(default=None, repr=False)
     client_name: str = "MCP client"
     redirect_port: int = 0
-    redirect_host: str = "127.0.0.1"
+    redirect_host: str = DEFAULT_LOOPBACK_HOST
     callback_path: str = "/callback"
     timeout: float | None = None
 
@@ -137,6 +137,8 @@ def _check_spec(spec: ServerSpec) -> None:
         or not 0 <= spec.redirect_port <= 65535
     ):
         raise InvalidServerSpec(f"{where}: redirect_port must be 0 (any) or a port number")
+    # The canonical spelling only (no "[::1]", no "LOCALHOST"): runner.flows compares it
+    # with stored redirect URIs and hands it to portlease as written.
     if spec.redirect_host not in LOOPBACK_HOSTS:
         raise InvalidServerSpec(
             f"{where}: redirect_host {spec.redirect_host!r} is not loopback; "

@@ -1,4 +1,5 @@
-"""runner.callback: judging redirects and pastes, rendering pages. Pure: no sockets."""
+"""runner.callback, runner.paste, runner.pages: judging redirects and pastes, reading pastes,
+rendering pages. Pure: no sockets."""
 
 from __future__ import annotations
 
@@ -12,21 +13,17 @@ from typing import Any
 import pytest
 
 from runner.callback import (
-    MAX_QUERY_BYTES,
-    RESPONSE_HEADERS,
     Accepted,
     Denied,
     Expectation,
-    PastedCallback,
-    PasteProblem,
     Rejected,
     Verdict,
     judge_paste,
     judge_request,
-    parse_paste,
-    render_page,
-    response_headers,
 )
+from runner.callback_query import MAX_QUERY_BYTES
+from runner.pages import RESPONSE_HEADERS, render_page, response_headers
+from runner.paste import PastedCallback, PasteProblem, parse_paste
 
 STATE = "s7aTe-0123456789abcdefXYZ_~."
 CODE = "c0de-SECRET-abc123"

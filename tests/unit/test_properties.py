@@ -21,16 +21,13 @@ from runner.callback import (
     Accepted,
     Denied,
     Expectation,
-    PastedCallback,
-    PasteProblem,
     Rejected,
     judge_paste,
     judge_request,
-    parse_paste,
-    render_page,
-    response_headers,
 )
 from runner.errors import InvalidServerSpec
+from runner.pages import render_page, response_headers
+from runner.paste import PastedCallback, PasteProblem, parse_paste
 from runner.routing import Deliver, NoSuchLogin, PasteRouter, Unparseable
 from runner.spec import ServerSpec, check_server_name, parse_servers
 from runner.stored import InvalidLoginRecord, StoredLogin
