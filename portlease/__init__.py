@@ -20,14 +20,30 @@ Guarantees:
     * Every change to the lease file is an atomic read-modify-replace under an exclusive lock;
       no update is lost under concurrency, and a reader never sees a half-written file.
     * A lease whose processes all died (SIGKILL included) is recognised as stale (pid plus start
-      time, so a reused pid is not mistaken for the owner) and pruned on the next write; an
-      unreadable lease file is moved aside, kept, and reported with a ``PortleaseWarning``.
+      time, so a reused pid is not mistaken for the owner) and pruned on the next write.
+    * Whatever stands where the lease file should never blocks or crashes a registry
+      operation: the file is opened without following a symlink and without blocking (a FIFO),
+      and anything that is not a regular file of at most 4 MiB (``MAX_LEASE_FILE``) holding a
+      valid lease table (a directory, a symlink, a huge sparse file, garbage, JSON nested a
+      million deep, fields of the wrong type) is moved aside, kept as
+      ``leases.json.corrupt-<time>-<random>`` (never deleted or overwritten), and reported with
+      a ``PortleaseWarning``; work goes on with an empty table. ``decode_table`` raises only
+      ``ValueError``, for any bytes.
+    * The registry directory must be private, wherever it came from (``Registry(dir)``,
+      ``$PORTLEASE_DIR``, ``portlease ls --dir``, the default): owned by this user and not
+      writable by group or others, else ``RegistryError`` naming it and the fix; a missing one
+      is created 0700. At a default location (a shared parent such as /tmp) a symlink in its
+      place is refused too.
+    * ``portlease ls`` and ``gc`` never print a traceback: exit 1 with one
+      ``portlease: error: ...`` line where they cannot go on, a ``portlease: warning: ...`` line
+      for a lease file kept aside.
 
 Limits:
     * Local filesystem only: the lock is an advisory ``flock``/``LockFileEx`` lock; on network
       filesystems it may not exclude other machines, and records name local pids anyway.
-    * One user's cooperating processes: the directory is private (0700) and processes that
-      ignore the registry are only detected (``PortBusy``), not prevented.
+    * One user's cooperating processes: processes that ignore the registry are only detected
+      (``PortBusy``), not prevented. Only the registry directory itself is checked, not its
+      parents (a parent that another user can rename entries in defeats the check).
     * Loopback only: ``127.0.0.1``, ``::1`` and ``localhost`` (bound as 127.0.0.1); anything
       else raises ``InvalidHost``.
     * Liveness is judged from the OS process table: processes in another pid namespace

@@ -1,8 +1,10 @@
 """``portlease ls`` and ``portlease gc``: look at and clean a lease registry. I/O.
 
 Exit codes: 0 ok; 1 the registry cannot be used (one line ``portlease: error: ...`` on stderr,
-never a traceback); 2 usage error (argparse). A lease file that had to be moved aside is
-reported on stderr as ``portlease: warning: ...`` and the command goes on.
+never a traceback: an unsafe or missing directory, a lock that stays taken, a file that cannot
+be read or written); 2 usage error (argparse). A lease file that had to be moved aside (garbage,
+nested too deep, a FIFO, a directory or a huge file in its place) is reported on stderr as
+``portlease: warning: ...`` and the command goes on with an empty table.
 """
 
 from __future__ import annotations
@@ -117,14 +119,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = args.run(registry, args, sys.stdout)
             sys.stdout.flush()
         except PortleaseError as exc:
-            print(f"portlease: error: {exc}", file=sys.stderr)
+            _say("error", str(exc))
         except BrokenPipeError:
             code = 0  # output cut short by the reader (``| head``): not an error
         except OSError as exc:
-            print(f"portlease: error: {exc}", file=sys.stderr)
+            _say("error", str(exc))
         except KeyboardInterrupt:
             code = 130
+        except Exception as exc:  # the promise is one line, never a traceback
+            _say("error", f"unexpected {type(exc).__name__}: {exc} (a bug: please report it)")
         finally:
             for warning in caught:
-                print(f"portlease: warning: {warning.message}", file=sys.stderr)
+                _say("warning", str(warning.message))
     return code
+
+
+def _say(level: str, text: str) -> None:
+    """One line on stderr, whatever ``text`` holds (a path may contain a newline)."""
+    flat = " ".join(text.splitlines())
+    print(f"portlease: {level}: {flat}", file=sys.stderr)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -91,6 +92,13 @@ WAITER_GRACE: Final = 5.0
 _MAX_PORT: Final = 65535
 _MAX_OWNER: Final = 200
 _MAX_ID: Final = 64
+#: pid_t is a signed 32-bit int on every POSIX system (and Windows pids are far below it);
+#: a larger "pid" from a file would overflow os.kill and friends instead of being refused.
+_MAX_PID: Final = 2**31 - 1
+#: Tickets count arrivals; the bound only keeps a forged one from growing without end.
+_MAX_TICKET: Final = 2**63 - 1
+#: How many keys an error message names (a hostile file may have thousands).
+_MAX_NAMED_KEYS: Final = 5
 
 _LEASE_KEYS: Final = frozenset(
     {
@@ -124,7 +132,32 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return (type(value) is float or type(value) is int) and math.isfinite(value)
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) is int:
+        try:
+            return math.isfinite(value)
+        except OverflowError:  # an int beyond any float (a JSON integer of 400 digits)
+            return False
+    return False
+
+
+def _short(value: object) -> str:
+    """A bounded repr for error messages: a hostile file's value may be megabytes long or
+    nested deep enough that a full repr would itself hit the recursion limit."""
+    return reprlib.repr(value)
+
+
+def _utf8_ok(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (JSON's ``\\ud800`` escapes decode to lone
+    surrogates, which encode_table could not write back)."""
+    if text.isascii():  # O(1) in CPython: the common case costs nothing
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_owner(owner: str) -> str:
@@ -136,7 +169,7 @@ def check_owner(owner: str) -> str:
     if type(owner) is not str or not 0 < len(owner) <= _MAX_OWNER or not owner.isprintable():
         raise InvalidRequest(
             f"owner must be a non-empty printable str of at most {_MAX_OWNER} characters, "
-            f"not {owner!r}"
+            f"not {_short(owner)}"
         )
     return owner
 
@@ -158,19 +191,27 @@ def check_meta(meta: Mapping[str, str] | None) -> dict[str, str]:
     for key, value in meta.items():
         if type(key) is not str or type(value) is not str:
             raise InvalidRequest(
-                f"meta must map str to str; {key!r}: {value!r} is "
+                f"meta must map str to str; {_short(key)}: {_short(value)} is "
                 f"{type(key).__name__}: {type(value).__name__} (convert it with str() first)"
+            )
+        if not (_utf8_ok(key) and _utf8_ok(value)):
+            raise InvalidRequest(
+                f"meta must be text that UTF-8 can encode; {_short(key)}: {_short(value)} "
+                "holds a lone surrogate"
             )
         out[key] = value
     return out
 
 
 def _bad(what: str, value: object) -> InvalidRequest:
-    return InvalidRequest(f"bad {what} {value!r}")
+    return InvalidRequest(f"bad {what} {_short(value)}")
 
 
 def _ok_id(value: object) -> bool:
-    return type(value) is str and 0 < len(value) <= _MAX_ID
+    # Ids are hex from secrets.token_hex; printable ASCII keeps any id writable and showable.
+    return (
+        type(value) is str and 0 < len(value) <= _MAX_ID and value.isascii() and value.isprintable()
+    )
 
 
 def _ok_port(value: object) -> bool:
@@ -178,7 +219,7 @@ def _ok_port(value: object) -> bool:
 
 
 def _ok_pid(value: object) -> bool:
-    return type(value) is int and value > 0
+    return type(value) is int and 0 < value <= _MAX_PID
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +259,7 @@ class LeaseRecord:
             raise _bad("lease id", self.id)
         if not _ok_port(self.port):
             raise _bad("port", self.port)
-        if self.host not in _BIND:
+        if type(self.host) is not str or self.host not in _BIND:  # a list is unhashable
             raise _bad("host", self.host)
         check_owner(self.owner)
         if not _ok_pid(self.pid):
@@ -291,7 +332,7 @@ class WaiterRecord:
             raise _bad("port", self.port)
         if not _ok_pid(self.pid):
             raise _bad("pid", self.pid)
-        if not _ok_pid(self.ticket):
+        if type(self.ticket) is not int or not 0 < self.ticket <= _MAX_TICKET:
             raise _bad("ticket", self.ticket)
         for name in ("pid_started", "created", "deadline"):
             value = getattr(self, name)
@@ -439,8 +480,8 @@ def _object(value: object, keys: frozenset[str], what: str) -> dict[str, Any]:
         raise ValueError(f"{what} is not a JSON object")
     if value.keys() != keys:
         missing = sorted(keys - value.keys())
-        extra = sorted(value.keys() - keys)
-        raise ValueError(f"{what} has missing keys {missing} / unknown keys {extra}")
+        extra = sorted(value.keys() - keys)[:_MAX_NAMED_KEYS]
+        raise ValueError(f"{what} has missing keys {missing} / unknown keys {_short(extra)}")
     return value
 
 
@@ -449,17 +490,37 @@ def _reject_constant(name: str) -> None:
 
 
 def decode_table(data: bytes) -> LeaseTable:
-    """Parse the lease file.
+    """Parse the lease file. Whatever the bytes, the only error is ``ValueError``.
 
     Raises:
         ValueError: the bytes are not UTF-8 JSON of the version-1 shape, or a record has a
             missing, unknown or mistyped field. Nothing is returned for a partly valid file.
+            Nesting too deep for the parser, numbers beyond a float and values of the wrong
+            type anywhere are reported the same way, never as another exception.
     """
+    try:
+        return _decode_table(data)
+    except ValueError:
+        raise
+    except RecursionError:
+        # CPython's JSON parser stops at the recursion limit ([[[[...]]]] 100,000 deep); the
+        # size of the input is bounded by the caller (the registry reads at most a few MiB).
+        raise ValueError("lease file is JSON nested too deeply") from None
+    except (TypeError, OverflowError, AttributeError, KeyError) as exc:
+        # Every field is checked before use; this is the guard for a check that was missed,
+        # so that a file another process wrote can never raise anything but ValueError.
+        raise ValueError(f"lease file holds a value of the wrong type ({exc})") from None
+
+
+def _decode_table(data: bytes) -> LeaseTable:
+    if type(data) is not bytes:
+        raise ValueError(f"lease file content must be bytes, not {type(data).__name__}")
     document = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     if type(document) is not dict or document.keys() != {"version", "leases", "waiters"}:
         raise ValueError("lease file is not an object with exactly version, leases, waiters")
-    if document["version"] != FORMAT_VERSION or type(document["version"]) is not int:
-        raise ValueError(f"lease file version {document['version']!r} is not {FORMAT_VERSION}")
+    version = document["version"]
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise ValueError(f"lease file version {_short(version)} is not {FORMAT_VERSION}")
     raw_leases = document["leases"]
     raw_waiters = document["waiters"]
     if type(raw_leases) is not list or type(raw_waiters) is not list:

@@ -15,9 +15,15 @@ Invariants:
       its record is written, a record is removed only *after* its socket is closed, and every
       bind of a leased port happens under the lock. So under the lock, a port that a portlease
       process holds always has its record in the file.
-    * A file that cannot be parsed is renamed to ``leases.json.corrupt-<timestamp>`` (kept,
-      never overwritten or deleted), a ``PortleaseWarning`` is emitted and logged, and the
-      operation goes on with an empty table.
+    * ``leases.json`` is read with ``statefile.read_state_file``: never followed if a symlink,
+      never blocked on (a FIFO), never read past ``MAX_LEASE_FILE`` bytes. Whatever cannot be
+      read or parsed as a lease table (a FIFO, a directory, a link, a huge file, bad JSON) is
+      renamed to ``leases.json.corrupt-<timestamp>-<random>`` (kept, never overwritten or
+      deleted), a ``PortleaseWarning`` is emitted and logged, and the operation goes on with an
+      empty table. A failure of the moment (EIO, no descriptors) is a ``RegistryError``.
+    * The directory must be private wherever it came from (argument, ``$PORTLEASE_DIR``,
+      default): a directory of this user that group and others cannot write
+      (``statefile.check_private_directory``), else ``RegistryError``.
     * No module-level mutable state: everything lives on ``Registry`` and ``Lease`` instances.
 
 Who releases what:
@@ -84,6 +90,13 @@ from portlease.records import (
     next_ticket,
     pruned,
 )
+from portlease.statefile import (
+    UnreadableStateFile,
+    UnsafeDirectory,
+    check_private_directory,
+    keep_aside,
+    read_state_file,
+)
 
 if TYPE_CHECKING:
     import socket
@@ -93,7 +106,22 @@ __all__ = ["LEASE_FILE", "LOCK_FILE", "Lease", "Registry", "default_directory"]
 LEASE_FILE: Final = "leases.json"
 LOCK_FILE: Final = "leases.json.lock"
 _TEMP_FILE: Final = "leases.json.tmp"
-_O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+#: Largest lease file read. 1,000 records are some 300 KB; a file past this is not one this
+#: library wrote (or a registry gone wrong): it is kept aside instead of read into memory.
+MAX_LEASE_FILE: Final = 4 * 1024 * 1024
+#: For the temporary file: never follow a planted link; never block on a planted FIFO
+#: (O_WRONLY on a FIFO without a reader blocks forever, holding the lock).
+_TEMP_FLAGS: Final = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_TRUNC
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOCTTY", 0)
+)
+#: What opening the temporary file says when something that is not a regular file is there.
+_TEMP_NOT_A_FILE: Final = frozenset({errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR})
 _POSIX: Final = sys.platform != "win32"
 
 #: How long an operation waits for the registry lock before ``RegistryError``. Generous: the
@@ -148,48 +176,27 @@ def default_directory() -> Path:
     return Path(tempfile.gettempdir()) / f"portlease-{os.getuid()}"
 
 
-def _prepare_directory(path: Path, *, shared_parent: bool) -> None:
-    """Create ``path`` 0700 when missing; check it is a usable directory.
+def _prepare_directory(path: Path, *, shared_parent: bool, from_env: bool) -> None:
+    """Create ``path`` 0700 when missing; check it is a directory private to this user.
 
-    With ``shared_parent`` (a default location, possibly in a world-writable /tmp), also refuse a
-    symlink, a directory owned by someone else, or one that group or others may write.
+    Wherever the path came from, refuse a directory owned by someone else or one that group or
+    others may write (anyone who can write there can swap the lease file). With
+    ``shared_parent`` (a default location, possibly in a world-writable /tmp) also refuse a
+    symlink in its place.
 
     Raises:
         RegistryError: it cannot be created, is not a directory, or is unsafe.
     """
     try:
+        check_private_directory(path, create=True, follow_symlinks=not shared_parent)
+    except UnsafeDirectory as exc:
         if shared_parent:
-            with suppress(FileExistsError):
-                path.mkdir(mode=0o700)
+            hint = " (or set PORTLEASE_DIR to a private directory)"
+        elif from_env:
+            hint = " (it comes from $PORTLEASE_DIR: point that at a private directory)"
         else:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except FileExistsError as exc:
-        raise RegistryError(
-            f"registry path {path} exists and is not a directory", str(path)
-        ) from exc
-    except OSError as exc:
-        raise RegistryError(
-            f"cannot create registry directory {path}: {exc.strerror or exc}", str(path)
-        ) from exc
-    try:
-        info = path.lstat() if shared_parent else path.stat()
-    except OSError as exc:
-        raise RegistryError(f"cannot use registry directory {path}: {exc}", str(path)) from exc
-    if not stat.S_ISDIR(info.st_mode):
-        raise RegistryError(f"registry path {path} is not a directory", str(path))
-    if shared_parent and sys.platform != "win32":
-        if info.st_uid != os.getuid():
-            raise RegistryError(
-                f"registry directory {path} belongs to uid {info.st_uid}, not to us "
-                f"(uid {os.getuid()}); remove it or set PORTLEASE_DIR",
-                str(path),
-            )
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise RegistryError(
-                f"registry directory {path} is group- or world-writable "
-                f"(mode {stat.S_IMODE(info.st_mode):o}); chmod 700 it or set PORTLEASE_DIR",
-                str(path),
-            )
+            hint = ""  # the caller chose it: the message says what to do
+        raise RegistryError(f"unusable registry directory: {exc.message}{hint}", str(path)) from exc
 
 
 class _Transaction:
@@ -233,9 +240,10 @@ class Registry:
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
-        shared = directory is None and not os.environ.get("PORTLEASE_DIR")
+        from_env = directory is None and bool(os.environ.get("PORTLEASE_DIR"))
+        shared = directory is None and not from_env
         path = Path(directory) if directory is not None else default_directory()
-        _prepare_directory(path, shared_parent=shared)
+        _prepare_directory(path, shared_parent=shared, from_env=from_env)
         self._directory = path
         self._lease_file = path / LEASE_FILE
         self._lock_timeout = lock_timeout
@@ -548,53 +556,73 @@ class Registry:
 
     def _read(self) -> LeaseTable:
         try:
-            with open(self._lease_path, "rb", buffering=0) as handle:
-                data = handle.read()
-        except FileNotFoundError:
+            data = read_state_file(self._lease_path, limit=MAX_LEASE_FILE)
+        except UnreadableStateFile as exc:
+            self._move_aside(self._lease_path, exc.reason)
             return LeaseTable()
         except OSError as exc:
             raise RegistryError(
                 f"cannot read {self._lease_path}: {exc.strerror or exc}", self._lease_path
             ) from exc
+        if data is None:
+            return LeaseTable()
         if data == self._memo_bytes:
             return self._memo_table
         try:
             table = decode_table(data)
         except ValueError as exc:
-            self._move_aside(str(exc))
+            self._move_aside(self._lease_path, str(exc))
             return LeaseTable()
         self._memo_bytes, self._memo_table = data, table
         self._memo_json.clear()
         return table
 
-    def _move_aside(self, reason: str) -> None:
-        now = time.time()
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-        aside = self._directory / f"{LEASE_FILE}.corrupt-{stamp}"
-        counter = 0
-        while aside.exists():  # under the lock: no other portlease process renames meanwhile
-            counter += 1
-            aside = self._directory / f"{LEASE_FILE}.corrupt-{stamp}-{counter}"
+    def _move_aside(self, path: str, reason: str) -> None:
+        """Keep ``path`` (the lease file or the temporary file) aside; warn. Under the lock."""
         try:
-            os.rename(self._lease_path, aside)
+            aside = keep_aside(path)
         except OSError as exc:
             raise RegistryError(
-                f"{self._lease_file} is unreadable ({reason}) and cannot be moved aside: {exc}",
-                str(self._lease_file),
+                f"{path} is unusable ({reason}) and cannot be moved aside: "
+                f"{exc.strerror or exc}; move it away by hand",
+                path,
             ) from exc
-        message = (
-            f"lease file {self._lease_file} could not be parsed ({reason}); moved it aside to "
-            f"{aside} and started an empty lease table"
-        )
+        if path == self._lease_path:
+            message = (
+                f"lease file {path} could not be parsed ({reason}); moved it aside to "
+                f"{aside} and started an empty lease table"
+            )
+        else:
+            message = f"{path} was in the way ({reason}); moved it aside to {aside}"
         _log.warning("%s", message)
         warnings.warn(message, PortleaseWarning, stacklevel=2)
+
+    def _open_temp(self) -> int:
+        """Open the temporary file for writing; keep aside (once) whatever blocks the name."""
+        temp = self._temp_path
+        for attempt in range(2):
+            try:
+                fd = os.open(temp, _TEMP_FLAGS, 0o600)
+            except OSError as exc:
+                if attempt or exc.errno not in _TEMP_NOT_A_FILE:
+                    raise
+                self._move_aside(temp, exc.strerror or str(exc))
+                continue
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISREG(mode):
+                return fd
+            os.close(fd)  # a FIFO someone reads, a device: not ours to write into
+            if attempt:
+                break
+            self._move_aside(temp, "not a regular file")
+        raise OSError(errno.EEXIST, f"{temp} is not a regular file")
 
     def _write(self, table: LeaseTable) -> None:
         memo = self._memo_json
         data = encode_table(table, memo)
         temp = self._temp_path
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW, 0o600)
+            fd = self._open_temp()
             try:
                 if _POSIX:
                     os.fchmod(fd, 0o600)  # a leftover temp file may have other bits

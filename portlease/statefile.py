@@ -48,8 +48,11 @@ _OPEN_FLAGS: Final = (
     | getattr(os, "O_NONBLOCK", 0)
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOCTTY", 0)  # a terminal planted there must not become ours
     | getattr(os, "O_BINARY", 0)
 )
+#: Bound on names tried by ``keep_aside`` (each has 24 random bits: a second try is rare).
+_ASIDE_ATTEMPTS: Final = 8
 #: Errors that say something about the file itself (keep it aside), not about this moment
 #: (out of descriptors, an I/O error): those propagate as ``OSError``.
 _BAD_FILE_ERRNOS: Final = frozenset(
@@ -90,6 +93,8 @@ class UnsafeDirectory(Exception):
 
 
 def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a regular file"
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -133,9 +138,12 @@ def read_state_file(path: str | os.PathLike[str], *, limit: int) -> bytes | None
             raise UnreadableStateFile(path, f"{info.st_size} bytes, more than {limit}")
         chunks: list[bytes] = []
         size = 0
+        # Ask for the size fstat gave plus one (the usual file: one read, then EOF), not for
+        # ``limit + 1``: os.read allocates what it is asked for, megabytes on every call.
+        want = info.st_size + 1
         while size <= limit:
             try:
-                chunk = os.read(fd, limit + 1 - size)
+                chunk = os.read(fd, min(want, limit + 1 - size))
             except OSError as exc:
                 if exc.errno in _BAD_FILE_ERRNOS:
                     raise UnreadableStateFile(path, exc.strerror or str(exc)) from None
@@ -144,6 +152,7 @@ def read_state_file(path: str | os.PathLike[str], *, limit: int) -> bytes | None
                 break
             chunks.append(chunk)
             size += len(chunk)
+            want = 65536  # it grew since fstat: go on in bounded steps
         if size > limit:  # it grew while we read
             raise UnreadableStateFile(path, f"more than {limit} bytes")
         return b"".join(chunks)
@@ -176,23 +185,37 @@ def _aside_name(path: Path, now: float) -> Path:
 def keep_aside(path: str | os.PathLike[str]) -> Path:
     """Rename the file (whatever it is: FIFO, directory, link) out of the way; return where.
 
+    Never replaces an existing name: a fresh random name is tried when one is taken.
+
     Raises:
         OSError: it could not be renamed (it is left where it was).
     """
     source = Path(path)
-    target = _aside_name(source, time.time())
-    if sys.platform != "win32" and hasattr(os, "link") and not source.is_dir():
-        # link + unlink never replaces an existing name, even in a race; a directory
-        # cannot be linked, and the random suffix keeps rename safe enough for it.
-        try:
-            os.link(source, target, follow_symlinks=False)
-        except OSError:
-            pass
-        else:
-            os.unlink(source)
-            return target
-    os.rename(source, target)
-    return target
+    is_dir = stat.S_ISDIR(os.lstat(source).st_mode)  # the link itself, not what it names
+    for _ in range(_ASIDE_ATTEMPTS):
+        target = _aside_name(source, time.time())
+        if sys.platform != "win32" and hasattr(os, "link") and not is_dir:
+            # link + unlink never replaces an existing name, even in a race (EEXIST instead);
+            # a directory cannot be linked.
+            try:
+                os.link(source, target, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            except OSError:
+                pass  # no hard links here (some filesystems, protected_hardlinks): rename
+            else:
+                os.unlink(source)
+                return target
+        if os.path.lexists(target):
+            continue
+        # rename would replace a target created since the check; the callers hold their
+        # directory's lock and the name has 24 random bits, so that needs a hostile writer
+        # in our own private directory.
+        os.rename(source, target)
+        return target
+    raise FileExistsError(
+        errno.EEXIST, f"no free name to keep {source} aside after {_ASIDE_ATTEMPTS} tries"
+    )
 
 
 def check_private_directory(
@@ -232,9 +255,7 @@ def check_private_directory(
             directory, f"cannot use directory {directory}: {exc.strerror or exc}"
         ) from exc
     if not stat.S_ISDIR(info.st_mode):
-        raise UnsafeDirectory(
-            directory, f"{directory} is {_kind(info.st_mode)}, not a directory"
-        )
+        raise UnsafeDirectory(directory, f"{directory} is {_kind(info.st_mode)}, not a directory")
     if sys.platform == "win32":  # pragma: no cover - no POSIX owners or mode bits
         return directory
     if info.st_uid != os.getuid():

@@ -592,3 +592,221 @@ def test_cli_unusable_dir_exits_1_with_one_line(tmp_path: Path) -> None:
 def test_cli_usage_error_exits_2() -> None:
     assert cli().returncode == 2
     assert cli("frobnicate").returncode == 2
+
+
+# --- hostile lease files and directories (issue 6) ---------------------------------------------
+
+#: A lease file that is valid JSON but nested past the parser's recursion limit.
+NESTED = b"[" * 100_000 + b"]" * 100_000
+#: What a FIFO must never cost: the call returns at once; this only has to beat "forever".
+PROMPT = 5.0
+
+
+def in_thread(call: Callable[[], object], timeout: float = PROMPT) -> object:
+    """Run ``call`` in a daemon thread; fail (not hang the suite) if it blocks past ``timeout``."""
+    import threading
+
+    outcome: list[object] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the test thread below
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive(), f"blocked for more than {timeout} s"
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def kept_aside(registry: Registry) -> Path:
+    (aside,) = registry.directory.glob("leases.json.corrupt-*")
+    return aside
+
+
+def test_fifo_as_lease_file_is_kept_aside_at_once(registry: Registry) -> None:
+    os.mkfifo(registry.lease_file, 0o600)
+    started = time.monotonic()
+    with pytest.warns(PortleaseWarning, match=r"\(a FIFO, not a regular file\); moved it aside"):
+        assert in_thread(registry.list) == []
+    assert time.monotonic() - started < 1.0
+    assert stat.S_ISFIFO(kept_aside(registry).stat().st_mode)  # kept, not deleted
+    assert not registry.lease_file.exists()
+    with registry.acquire("after") as lease:  # and the registry works again
+        assert [r.id for r in registry.list()] == [lease.id]
+
+
+def test_nested_json_lease_file_is_kept_aside(registry: Registry) -> None:
+    registry.lease_file.write_bytes(NESTED)
+    with pytest.warns(PortleaseWarning, match="nested too deeply"):
+        assert registry.prune() == []
+    assert kept_aside(registry).read_bytes() == NESTED
+
+
+def test_directory_in_place_of_the_lease_file_is_kept_aside(registry: Registry) -> None:
+    registry.lease_file.mkdir()
+    (registry.lease_file / "inside").write_text("kept")
+    with pytest.warns(PortleaseWarning, match="a directory, not a regular file"):
+        lease = registry.acquire("after")
+    with lease:
+        assert [r.id for r in registry.list()] == [lease.id]
+    assert (kept_aside(registry) / "inside").read_text() == "kept"
+
+
+def test_symlink_in_place_of_the_lease_file_is_kept_aside(
+    registry: Registry, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes(encode_table(LeaseTable()))
+    registry.lease_file.symlink_to(elsewhere)
+    with pytest.warns(PortleaseWarning, match="symbolic link"):
+        registry.list()
+    assert kept_aside(registry).is_symlink()
+    assert elsewhere.read_bytes() == encode_table(LeaseTable())  # the target is untouched
+
+
+def test_huge_sparse_lease_file_is_kept_aside_unread(registry: Registry) -> None:
+    registry.lease_file.touch()
+    os.truncate(registry.lease_file, 2 * 1024**3)
+    with pytest.warns(PortleaseWarning, match="2147483648 bytes, more than"):
+        assert in_thread(registry.list) == []
+    assert kept_aside(registry).stat().st_size == 2 * 1024**3
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"version":1,"leases":[{"id":"a","port":1,"host":["::1"],"owner":"o","pid":1,'
+        b'"pid_started":1,"server_pid":null,"server_started":null,"created":1,"meta":{}}],'
+        b'"waiters":[]}',
+        b'{"version":1,"leases":[{"id":"a","port":1,"host":"::1","owner":"o","pid":1,'
+        b'"pid_started":1' + b"0" * 400 + b',"server_pid":null,"server_started":null,'
+        b'"created":1,"meta":{}}],"waiters":[]}',
+        b'{"version":1,"leases":[{"id":"a","port":1,"host":"::1","owner":"o","pid":1,'
+        b'"pid_started":1,"server_pid":null,"server_started":null,"created":1,'
+        b'"meta":{"\\ud800":"x"}}],"waiters":[]}',
+    ],
+    ids=["unhashable-host", "int-beyond-float", "lone-surrogate"],
+)
+def test_wrongly_typed_lease_file_is_kept_aside(registry: Registry, content: bytes) -> None:
+    registry.lease_file.write_bytes(content)
+    with pytest.warns(PortleaseWarning, match="moved it aside"):
+        registry.acquire("after").release()
+    assert kept_aside(registry).read_bytes() == content
+
+
+def test_fifo_in_place_of_the_temporary_file_is_kept_aside(registry: Registry) -> None:
+    temp = registry.directory / "leases.json.tmp"
+    os.mkfifo(temp, 0o600)
+    with pytest.warns(PortleaseWarning, match="leases.json.tmp was in the way"):
+        lease = in_thread(lambda: registry.acquire("after"))
+    assert isinstance(lease, Lease)
+    with lease:
+        assert [r.id for r in registry.list()] == [lease.id]
+    (aside,) = registry.directory.glob("leases.json.tmp.corrupt-*")
+    assert stat.S_ISFIFO(aside.stat().st_mode)
+
+
+def test_world_writable_registry_directory_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "open"
+    directory.mkdir()
+    directory.chmod(0o777)
+    with pytest.raises(RegistryError, match=r"open is group- or world-writable \(mode 777\)") as e:
+        Registry(directory)
+    assert e.value.path == str(directory)
+    assert "chmod 700" in str(e.value)
+
+
+def test_unsafe_portlease_dir_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / "env-dir"
+    directory.mkdir()
+    directory.chmod(0o770)
+    monkeypatch.setenv("PORTLEASE_DIR", str(directory))
+    with pytest.raises(RegistryError, match=r"group- or world-writable.*PORTLEASE_DIR"):
+        Registry()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_registry_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "theirs"
+    directory.mkdir(mode=0o700)
+    os.chown(directory, 12345, -1)
+    with pytest.raises(RegistryError, match="belongs to uid 12345"):
+        Registry(directory)
+
+
+def test_default_directory_symlink_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PORTLEASE_DIR", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "portlease").symlink_to(real)
+    with pytest.raises(RegistryError, match=r"symbolic link.*set PORTLEASE_DIR"):
+        Registry()
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("command", ["ls", "gc"])
+@pytest.mark.parametrize("hostile", ["fifo", "nested", "garbage", "directory", "sparse"])
+def test_cli_hostile_lease_file_warns_and_goes_on(
+    registry: Registry, command: str, hostile: str
+) -> None:
+    path = registry.lease_file
+    if hostile == "fifo":
+        os.mkfifo(path, 0o600)
+    elif hostile == "nested":
+        path.write_bytes(NESTED)
+    elif hostile == "garbage":
+        path.write_bytes(b"\x00\xff{[" * 1000)
+    elif hostile == "directory":
+        path.mkdir()
+    else:
+        path.touch()
+        os.truncate(path, 2 * 1024**3)
+    result = cli(command, "--dir", str(registry.directory))  # cli() bounds it with timeout=60
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] in ("no leases", "removed 0 stale lease(s)")
+    line = one_error_line(result)
+    assert line.startswith("portlease: warning: lease file ")
+    assert str(kept_aside(registry)) in line
+
+
+@pytest.mark.parametrize("command", ["ls", "gc"])
+def test_cli_unsafe_dir_exits_1_with_one_line(tmp_path: Path, command: str) -> None:
+    directory = tmp_path / "open"
+    directory.mkdir()
+    directory.chmod(0o777)
+    result = cli(command, "--dir", str(directory))
+    assert (result.returncode, result.stdout) == (1, "")
+    line = one_error_line(result)
+    assert line.startswith(f"portlease: error: unusable registry directory: directory {directory}")
+    assert "world-writable" in line
+    assert not (directory / "leases.json.lock").exists()  # refused before anything was made
+
+
+def test_cli_unsafe_portlease_dir_exits_1_with_one_line(tmp_path: Path) -> None:
+    directory = tmp_path / "open"
+    directory.mkdir()
+    directory.chmod(0o777)
+    result = subprocess.run(
+        [sys.executable, "-m", "portlease", "ls"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PORTLEASE_DIR": str(directory)},
+    )
+    assert result.returncode == 1
+    assert "world-writable" in one_error_line(result)

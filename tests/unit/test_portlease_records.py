@@ -168,6 +168,21 @@ BAD_FILES: dict[str, bytes] = {
     "duplicate lease ids": mutated(lambda d: d["leases"].append(d["leases"][0])),
     "nan": encode_table(full_table()).replace(b'"created":1700000005.25', b'"created":NaN', 1),
     "not utf-8": b'{"version":1,"leases":[],"waiters":[],"\xff":1}',
+    # issue 6: each of these escaped as TypeError, OverflowError or RecursionError, or was
+    # accepted and then could not be written back.
+    "nested 100k deep": b"[" * 100_000 + b"]" * 100_000,
+    "leases nested 100k deep": b'{"version":1,"leases":' + b"[" * 100_000 + b"]" * 100_000,
+    "host as list": mutated(lambda d: d["leases"][0].update(host=["::1"])),
+    "host as object": mutated(lambda d: d["leases"][0].update(host={"a": 1})),
+    "pid_started beyond float": mutated(lambda d: d["leases"][0].update(pid_started=10**400)),
+    "created beyond float": mutated(lambda d: d["waiters"][0].update(created=-(10**309))),
+    "pid beyond pid_t": mutated(lambda d: d["leases"][0].update(pid=2**31)),
+    "server_pid beyond pid_t": mutated(lambda d: d["leases"][0].update(server_pid=2**40)),
+    "ticket beyond bound": mutated(lambda d: d["waiters"][0].update(ticket=2**63)),
+    "meta lone surrogate": mutated(lambda d: d["leases"][0].update(meta={"k": "\ud800"})),
+    "id lone surrogate": mutated(lambda d: d["leases"][0].update(id="\udfff")),
+    "id not printable": mutated(lambda d: d["leases"][0].update(id="a\nb")),
+    "version nested": mutated(lambda d: d.update(version=[[[1]]])),
 }
 
 
@@ -175,6 +190,19 @@ BAD_FILES: dict[str, bytes] = {
 def test_decode_rejects_bad_files(name: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - ValueError is the documented contract
         decode_table(BAD_FILES[name])
+
+
+def test_error_messages_stay_short_for_huge_values() -> None:
+    # A hostile file's value can be megabytes: the message (shown in a warning) must not be.
+    for change in (
+        lambda d: d["leases"][0].update(owner="x" * 1_000_000),
+        lambda d: d["leases"][0].update(port=["p"] * 100_000),
+        lambda d: d["leases"][0].update({f"k{i}": 0 for i in range(10_000)}),
+        lambda d: d["leases"][0].update(meta={"k": [[[[[[[[1]]]]]]]] * 10_000}),
+    ):
+        with pytest.raises(ValueError) as caught:  # noqa: PT011 - the documented contract
+            decode_table(mutated(change))
+        assert len(str(caught.value)) < 400, str(caught.value)[:400]
 
 
 def test_nan_case_really_contains_nan() -> None:
