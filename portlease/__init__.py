@@ -65,8 +65,10 @@ from portlease.errors import (
     PortleaseWarning,
     RegistryError,
 )
+from portlease.lease import Lease
+from portlease.location import default_directory
 from portlease.records import LeaseRecord
-from portlease.registry import Lease, Registry, default_directory
+from portlease.registry import Registry
 
 __all__ = [
     "InvalidHost",

@@ -21,8 +21,11 @@ Invariants:
       and every thread contends on its own open file description (``flock`` excludes those
       from each other as well).
     * Exactly one party closes a descriptor: the caller, or an abandoned helper thread.
-    * The lock file is a separate file that is never unlinked (waiters share one inode) and never
-      holds data; it is created 0600.
+    * The lock file is a separate file that is never unlinked or moved aside (waiters share one
+      inode; another process may hold the lock on whatever stands there) and never holds data;
+      it is created 0600. Something else in its place (a directory, a symlink, which is never
+      followed) is an ``OSError`` here; ``leasefile`` turns it into a ``RegistryError`` saying
+      what is there and what to do.
     * Past ``timeout`` ``lock_file`` raises ``filelock.Timeout`` (the caller wraps it).
 """
 

@@ -2,7 +2,8 @@
 
 Invariants:
     * Answers are in the vocabulary of ``records``: a start time (psutil ``create_time``
-      seconds), ``None`` for "no such process", ``DENIED`` for "exists, may not look".
+      seconds), ``None`` for "no such process", ``DENIED`` (the one ``records.Denied``
+      member, compared by identity) for "exists, may not look".
     * Errors never escape as psutil exceptions: what cannot be learnt is ``DENIED`` (liveness,
       fail closed) or ``None`` (names, listeners).
     * ``LivenessProbe`` memoises per instance only; make one per registry operation, so no

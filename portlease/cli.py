@@ -19,8 +19,9 @@ from typing import TextIO
 
 from portlease import _procs
 from portlease.errors import PortleaseError
+from portlease.location import default_directory
 from portlease.records import LeaseRecord, record_to_json
-from portlease.registry import Registry, default_directory
+from portlease.registry import Registry
 
 __all__ = ["main"]
 

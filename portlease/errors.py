@@ -10,7 +10,7 @@ Every exception that portlease raises on purpose derives from one root::
      ├── LeaseClosed                a released lease (or its closed socket) was used
      └── RegistryError              the directory, lock or lease file cannot be used
 
-    PortleaseWarning                (UserWarning) a lease file was unreadable and moved aside
+    PortleaseWarning                (UserWarning) an unusable lease file was moved aside
 
 Invariants:
     * Pure: no I/O here. Every class pickles (``__reduce__`` passes the constructor arguments),
@@ -176,8 +176,10 @@ class RegistryError(PortleaseError):
 
     Raised when: the registry directory cannot be created or is unsafe (not a directory, not
     ours, group/world writable), the lock cannot be taken within its timeout (the lock error is
-    chained as ``__cause__``), the lease file cannot be read or replaced, or an operation's own
-    record has vanished from the file. The lease file is left as it was before the operation.
+    chained as ``__cause__``) or its file cannot be opened (a directory in its place, say: the
+    message says what is there), the lease file cannot be read or replaced, or an operation's
+    own record has vanished from the file. The lease file is left as it was before the
+    operation.
 
     Attributes:
         path: the file or directory involved, when there is one.
@@ -192,9 +194,16 @@ class RegistryError(PortleaseError):
 
 
 class PortleaseWarning(UserWarning):
-    """Something was repaired, not refused: a lease file that could not be parsed was moved aside.
+    """Something was repaired, not refused: a file in the registry's way was moved aside.
 
-    Emitted (with ``warnings.warn`` and logged on the ``portlease`` logger) when the lease file is
-    garbage, truncated or of an unknown version. The file is kept as
-    ``leases.json.corrupt-<timestamp>`` and work goes on with an empty table.
+    Emitted (with ``warnings.warn`` and logged on the ``portlease`` logger) when whatever stands
+    where the lease file should be cannot be used as one: garbage, truncated or nested too deep
+    JSON, an unknown version, fields of the wrong type, or not a regular file of at most
+    ``MAX_LEASE_FILE`` bytes at all (a FIFO, a directory, a symlink, an oversized or sparse
+    file). It is kept as ``leases.json.corrupt-<timestamp>-<random>`` (never deleted or
+    overwritten) and work goes on with an empty table. Also emitted when something that is not
+    a regular file blocks the temporary file ``leases.json.tmp`` (kept aside the same way).
+
+    Never emitted for the lock file ``leases.json.lock``: that is never moved aside (another
+    process may hold the lock on it); something unusable there is a ``RegistryError``.
     """

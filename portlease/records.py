@@ -30,7 +30,7 @@ import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from portlease.errors import InvalidHost, InvalidRequest
 
@@ -39,6 +39,7 @@ __all__ = [
     "FORMAT_VERSION",
     "START_TIME_TOLERANCE",
     "WAITER_GRACE",
+    "Denied",
     "EncodedRecords",
     "LeaseRecord",
     "LeaseTable",
@@ -69,12 +70,26 @@ __all__ = [
 #: Version of the lease file; a file with any other version is treated as unreadable.
 FORMAT_VERSION: Final = 1
 
+
+class Denied(enum.Enum):
+    """The type of ``DENIED``, a probe's answer for a process that exists but hides its start.
+
+    A one-member enum, so the answer is told apart by identity (``answer is DENIED``) and a
+    type checker narrows ``StartTime`` by it; no float or ``None`` can ever equal it.
+    """
+
+    DENIED = "denied"
+
+    def __repr__(self) -> str:
+        return "DENIED"
+
+
 #: A probe's answer for a process that exists but whose start time we may not read.
-DENIED: Final = "denied"
+DENIED: Final = Denied.DENIED
 
 #: What a probe says about a pid: its start time (psutil ``create_time``), ``None`` when there is
 #: no such process (or it is a zombie: it has exited and closed its sockets), or ``DENIED``.
-StartTime = float | None | Literal["denied"]
+StartTime = float | None | Denied
 
 #: Liveness as data: pid -> ``StartTime``. The I/O layer passes a real one, tests pass a dict's get.
 ProcessProbe = Callable[[int], StartTime]
@@ -554,7 +569,7 @@ def process_alive(pid: int, started: float | None, probe: ProcessProbe) -> bool:
     now = probe(pid)
     if now is None:
         return False
-    if now == DENIED or started is None:
+    if now is DENIED or started is None:
         return True
     return abs(now - started) < START_TIME_TOLERANCE
 

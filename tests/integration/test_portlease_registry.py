@@ -493,6 +493,16 @@ def test_lock_timeout_is_a_registry_error(registry: Registry) -> None:
         assert caught.value.__cause__ is not None
 
 
+def test_a_directory_in_the_lock_files_place_is_named_and_kept(registry: Registry) -> None:
+    lock = registry.directory / "leases.json.lock"
+    lock.mkdir()
+    with pytest.raises(RegistryError, match="a directory is in its place") as caught:
+        registry.list()
+    assert "remove it by hand" in str(caught.value)
+    assert caught.value.path == str(lock)
+    assert lock.is_dir()  # never moved aside: another process may hold the lock on it
+
+
 def test_waiting_for_the_lock_resumes_when_it_is_released(registry: Registry) -> None:
     import fcntl
     import threading
