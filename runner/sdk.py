@@ -2,7 +2,8 @@
 
 The rest of ``runner`` speaks in plain values (``StartLogin``, ``StoredLogin`` dicts,
 ``runner.errors``); this adapter turns them into an ``OAuthClientProvider`` and back.
-Measured SDK behaviour it relies on (mcp 2.3, see ../shared/DESIGN.md):
+Measured SDK behaviour it relies on (mcp 2.3; docs/architecture.md, "What the MCP SDK does
+and does not do"):
 
 - the SDK makes ``state`` and PKCE itself and shows the state only inside the URL it
   hands to ``redirect_handler``; the caller parses it there;
