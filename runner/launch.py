@@ -1,8 +1,9 @@
 """How a login's child process is started: the two start methods, behind one interface.
 
-The supervisor (``runner.flows``) decides when a child starts and stops; a launcher only
-starts it, handing over exactly two descriptors: the leased listening socket and the
-child's end of the channel. Nothing is bound again and nothing else is inherited.
+The supervisor (``runner.supervisor``, through ``runner.child_lifetime.start_child``) decides
+when a child starts and stops; a launcher only starts it, handing over exactly two
+descriptors: the leased listening socket and the child's end of the channel. Nothing is
+bound again and nothing else is inherited.
 
 - ``"zygote"`` (default on Linux): ``runner.zygote`` imports the SDK once and forks a
   child per login; starting one costs milliseconds instead of a fresh interpreter's

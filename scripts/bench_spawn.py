@@ -18,7 +18,7 @@ Usage: python scripts/bench_spawn.py [--rounds N]
 from __future__ import annotations
 
 import argparse
-import socket
+import functools
 import statistics
 import subprocess
 import sys
@@ -30,10 +30,9 @@ import anyio
 import psutil
 
 from portlease import Registry
-from runner.channel import Channel
-from runner.flows import _stop_child
+from runner.child_lifetime import start_child
 from runner.launch import Launcher, Zygote, open_launcher
-from runner.messages import ServerReady, StartLogin
+from runner.messages import StartLogin
 
 
 def run_python(code: str) -> float:
@@ -47,38 +46,25 @@ async def one_child(
 ) -> float:
     with registry.acquire(owner="bench-spawn") as lease:
         started = time.perf_counter()
-        ours, theirs = socket.socketpair()
-        try:
-            process = await launcher.start(lease.socket, theirs)
-        finally:
-            theirs.close()
-        channel = await Channel.from_socket(ours)
-        try:
-            await channel.send(
-                StartLogin(
-                    name="bench",
-                    server_url="http://127.0.0.1:9/mcp",  # never reached: we stop at ready
-                    redirect_uri=lease.url("/callback"),
-                    scope=None,
-                    client_id=None,
-                    client_secret=None,
-                    client_name="bench",
-                    timeout=30,
-                    limit=30,
-                    interactive=True,
-                )
-            )
-            message = await channel.receive()
-            assert isinstance(message, ServerReady), message
-            elapsed = time.perf_counter() - started
+        first = functools.partial(
+            StartLogin,
+            name="bench",
+            server_url="http://127.0.0.1:9/mcp",  # never reached: we stop at ready
+            redirect_uri=lease.url("/callback"),
+            scope=None,
+            client_id=None,
+            client_secret=None,
+            client_name="bench",
+            timeout=30,
+            limit=30,
+            interactive=True,
+        )
+        async with start_child(launcher, lease.socket, first) as child:
+            elapsed = time.perf_counter() - started  # entered: ServerReady has arrived
             if memory is not None:
-                info = psutil.Process(process.pid).memory_full_info()
+                info = psutil.Process(child.process.pid).memory_full_info()
                 memory.append((info.rss / 2**20, info.uss / 2**20))
             return elapsed
-        finally:
-            with anyio.CancelScope(shield=True):
-                await _stop_child(process, channel)
-                await channel.aclose()
 
 
 async def many_children(registry: Registry, launcher: Launcher, count: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -17,8 +18,9 @@ import pytest
 from portlease import Registry
 from runner import zygote_protocol as zp
 from runner.channel import Channel
+from runner.child_lifetime import start_child
 from runner.launch import ChildProcess, Launcher, LauncherError, Zygote, open_launcher
-from runner.messages import LoginFailed, ServerReady, StartLogin
+from runner.messages import LoginFailed, StartLogin
 
 pytestmark = pytest.mark.anyio
 
@@ -32,39 +34,23 @@ def anyio_backend() -> str:
 async def a_child(
     launcher: Launcher, tmp_path: Path, server_url: str
 ) -> AsyncIterator[tuple[ChildProcess, Channel]]:
-    """A real login child, started and ready; its lease is released afterwards."""
+    """A real login child, started and ready; stopped, and its lease released, afterwards."""
     with Registry(tmp_path / "leases").acquire(owner="test") as lease:
-        ours, theirs = socket.socketpair()
-        try:
-            child = await launcher.start(lease.socket, theirs)
-        finally:
-            theirs.close()
-        channel = await Channel.from_socket(ours)
-        try:
-            await channel.send(
-                StartLogin(
-                    name="t",
-                    server_url=server_url,
-                    redirect_uri=lease.url("/callback"),
-                    scope=None,
-                    client_id=None,
-                    client_secret=None,
-                    client_name="t",
-                    timeout=30,
-                    limit=30,
-                    interactive=True,
-                )
-            )
-            assert isinstance(await channel.receive(), ServerReady)
-            yield child, channel
-        finally:
-            with anyio.CancelScope(shield=True):
-                if child.returncode is None:
-                    child.kill()
-                    await child.wait()
-                if child.stderr is not None:
-                    await child.stderr.aclose()
-                await channel.aclose()
+        first = functools.partial(
+            StartLogin,
+            name="t",
+            server_url=server_url,
+            redirect_uri=lease.url("/callback"),
+            scope=None,
+            client_id=None,
+            client_secret=None,
+            client_name="t",
+            timeout=30,
+            limit=30,
+            interactive=True,
+        )
+        async with start_child(launcher, lease.socket, first) as child:
+            yield child.process, child.channel
 
 
 @pytest.fixture

@@ -1,11 +1,27 @@
-"""The parent's state machine for one login."""
+"""The parent's state machine for one login, and the actions each message calls for."""
 
 from __future__ import annotations
 
 import pytest
 
 from runner import messages as m
-from runner.lifecycle import LoginState, next_state
+from runner.errors import AuthorizationDenied, FlowCrashed
+from runner.lifecycle import (
+    ArmPastes,
+    CloseListenerCopy,
+    DisarmPastes,
+    Fail,
+    LoginMachine,
+    LoginState,
+    MarkInteractive,
+    OpenBrowser,
+    Report,
+    Save,
+    Step,
+    Succeed,
+    next_state,
+)
+from runner.stored import STORE_VERSION
 
 S = LoginState
 READY = m.ServerReady(port=1)
@@ -62,3 +78,137 @@ def test_out_of_order_messages_are_violations(events: tuple[m.Message, ...]) -> 
 
 def test_final_states() -> None:
     assert {s for s in S if s.final} == {S.SUCCEEDED, S.FAILED}
+
+
+# --- the login machine: the actions of every transition ------------------------------------
+
+URL = "http://127.0.0.1:4242/callback"
+MACHINE = LoginMachine(name="srv", callback_url=URL)
+LOGIN_RECORD = {
+    "version": STORE_VERSION,
+    "server_url": "http://127.0.0.1:1/mcp",
+    "tokens": {"access_token": "a-token", "token_type": "Bearer"},
+}
+
+
+def test_server_ready_closes_the_parents_copy_and_says_where() -> None:
+    step = MACHINE.advance(S.STARTING, READY)
+    assert step == Step(S.LISTENING, (CloseListenerCopy(), Report(f"listening on {URL}")))
+
+
+def test_authorization_started_arms_pastes_before_opening_the_browser() -> None:
+    step = MACHINE.advance(S.LISTENING, m.AuthorizationStarted(url="https://as/auth", state="st"))
+    assert step == Step(
+        S.WAITING_FOR_USER,
+        (
+            MarkInteractive(),
+            ArmPastes("st"),
+            Report("waiting for the login in the browser"),
+            OpenBrowser("https://as/auth"),
+        ),
+    )
+
+
+def test_a_rejected_paste_is_reported_and_the_login_waits() -> None:
+    step = MACHINE.advance(S.WAITING_FOR_USER, REJECTED)
+    assert step == Step(S.WAITING_FOR_USER, (Report("pasted callback not accepted: r"),))
+
+
+def test_an_accepted_callback_disarms_pastes() -> None:
+    step = MACHINE.advance(S.WAITING_FOR_USER, m.CallbackAccepted(source="paste"))
+    assert step == Step(
+        S.EXCHANGING, (DisarmPastes(), Report("callback received (paste); getting tokens"))
+    )
+
+
+@pytest.mark.parametrize(("state", "interactive"), [(S.EXCHANGING, True), (S.LISTENING, False)])
+def test_tokens_succeed_before_they_are_saved(state: LoginState, interactive: bool) -> None:
+    step = MACHINE.advance(state, m.TokensIssued(login=LOGIN_RECORD, interactive=interactive))
+    assert step.state is S.SUCCEEDED
+    succeed, save = step.actions
+    assert isinstance(succeed, Succeed) and isinstance(save, Save)
+    assert succeed.interactive is interactive
+    assert succeed.login is save.login
+    assert succeed.login.tokens.access_token == "a-token"
+
+
+def test_tokens_that_do_not_decode_are_a_crash_not_a_success() -> None:
+    step = MACHINE.advance(S.EXCHANGING, m.TokensIssued(login={"version": 1}, interactive=True))
+    assert step.state is S.FAILED
+    [fail] = step.actions
+    assert isinstance(fail, Fail) and isinstance(fail.error, FlowCrashed)
+    assert str(fail.error).startswith("srv: the child sent bad tokens")
+    assert "a-token" not in str(fail.error)
+
+
+@pytest.mark.parametrize("state", [s for s in S if not s.final])
+def test_a_reported_failure_becomes_that_error(state: LoginState) -> None:
+    step = MACHINE.advance(state, m.LoginFailed(kind="AuthorizationDenied", message="no"))
+    assert step.state is S.FAILED
+    [fail] = step.actions
+    assert isinstance(fail, Fail) and type(fail.error) is AuthorizationDenied
+    assert str(fail.error) == "no"
+
+
+def test_an_unknown_error_kind_is_a_crash() -> None:
+    [fail] = MACHINE.advance(S.LISTENING, m.LoginFailed(kind="Nope", message="x")).actions
+    assert isinstance(fail, Fail) and isinstance(fail.error, FlowCrashed)
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (S.STARTING, TOKENS),
+        (S.LISTENING, ACCEPTED),
+        (S.WAITING_FOR_USER, TOKENS),
+        (S.SUCCEEDED, FAILED),
+        (S.LISTENING, m.Shutdown()),
+    ],
+)
+def test_a_message_out_of_turn_fails_the_login_instead_of_raising(
+    state: LoginState, message: m.Message
+) -> None:
+    step = MACHINE.advance(state, message)
+    assert step.state is S.FAILED
+    [fail] = step.actions
+    assert isinstance(fail, Fail) and isinstance(fail.error, FlowCrashed)
+    assert str(fail.error).startswith("srv: the child broke the protocol")
+
+
+def test_a_line_that_is_no_message_fails_the_login() -> None:
+    step = MACHINE.advance(S.LISTENING, m.ProtocolViolation("not JSON"))
+    assert step.state is S.FAILED
+    [fail] = step.actions
+    assert isinstance(fail, Fail) and isinstance(fail.error, FlowCrashed)
+    assert str(fail.error) == "srv: the child broke the protocol: not JSON"
+
+
+ALL_MESSAGES: tuple[m.Message, ...] = (
+    READY,
+    STARTED,
+    REJECTED,
+    ACCEPTED,
+    m.TokensIssued(login=LOGIN_RECORD, interactive=True),
+    TOKENS,  # an empty record: does not decode
+    FAILED,
+    m.Shutdown(),
+    m.DeliverCallback(query="q"),
+)
+
+
+@pytest.mark.parametrize("state", list(S))
+@pytest.mark.parametrize("message", ALL_MESSAGES, ids=lambda msg: type(msg).__name__)
+def test_the_machine_agrees_with_the_table_and_ends_with_exactly_one_verdict(
+    state: LoginState, message: m.Message
+) -> None:
+    step = MACHINE.advance(state, message)
+    verdicts = [a for a in step.actions if isinstance(a, Succeed | Fail)]
+    assert len(verdicts) == (1 if step.state.final else 0)
+    if verdicts:
+        assert isinstance(verdicts[0], Fail) == (step.state is S.FAILED)
+    try:
+        expected = next_state(state, message)
+    except m.ProtocolViolation:
+        expected = S.FAILED
+    if not (isinstance(message, m.TokensIssued) and not message.login):
+        assert step.state is expected

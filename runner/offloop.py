@@ -1,0 +1,188 @@
+"""Calls that must not run on the event loop, each in a daemon thread of its own: the
+host's ``browser``, token-store reads and writes, lease releases.
+
+Invariants:
+
+- the event loop never waits on a file or on the host's code: a FIFO, a hung file system
+  or a console browser blocks one thread, never the loop; the caller's deadline still
+  bounds the wait (a cancelled call is abandoned, not waited for);
+- an abandoned thread touches nothing of the caller's when it returns, and what it
+  raises stays in it; threads are daemons, so an abandoned one never keeps the host from
+  exiting after Ctrl-C;
+- what these calls raise is contained: a warning (``HostCallbackWarning``,
+  ``TokenStoreWarning``) and, for the browser, a progress sentence with the URL; never a
+  cancelled login or a lost result. Only the lease release reports its failure to the
+  caller (the supervisor words that warning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import sys
+import threading
+import webbrowser
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from runner.errors import HostCallbackWarning
+from runner.notices import Notices
+from runner.spec import ServerSpec
+from runner.store import TokenStoreWarning
+from runner.stored import StoredLogin
+
+__all__ = [
+    "Browser",
+    "LoginStore",
+    "in_daemon_thread",
+    "load_login",
+    "open_browser",
+    "release_lease",
+    "save_login",
+    "system_browser",
+]
+
+logger = logging.getLogger("runner")
+
+_T = TypeVar("_T")
+
+Browser = Callable[[str, ServerSpec], object]
+"""Opens an authorization URL for a person; called in a daemon thread (it may block)."""
+
+
+class LoginStore(Protocol):
+    """What the supervisor needs of a token store (``runner.store.TokenStore``)."""
+
+    def load(self, name: str) -> StoredLogin | None: ...
+    def save(self, name: str, login: StoredLogin) -> object: ...
+
+
+async def in_daemon_thread(name: str, call: Callable[[], _T]) -> _T:
+    """Run ``call()`` in a daemon thread and wait for it, cancellably.
+
+    Not ``anyio.to_thread``: a browser call may block for as long as a console browser
+    stays open (``webbrowser`` waits for it), and opening a FIFO blocks until a writer
+    comes; anyio's worker threads are not daemon threads (an abandoned one would keep
+    the host from exiting after Ctrl-C) and share one capacity limiter (stuck ones
+    would starve the registry's). Here a cancelled call is abandoned: the thread
+    touches nothing of ours when it returns, and whatever it raises is kept in it.
+    """
+    done = anyio.Event()
+    abandoned = threading.Event()
+    outcome: list[_T] = []
+    failure: list[Exception] = []
+    token = anyio.lowlevel.current_token()
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:
+            failure.append(exc)
+        finally:
+            # An abandoned call tells nobody: reaching the loop would block this thread
+            # on whatever the loop's thread does by then.
+            if not abandoned.is_set():
+                with contextlib.suppress(RuntimeError):  # the event loop is already gone
+                    anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    try:
+        await done.wait()
+    except BaseException:
+        abandoned.set()
+        raise
+    if failure:
+        raise failure[0]
+    if not outcome:  # it raised a BaseException (SystemExit) that ended the thread
+        raise RuntimeError(f"{name}: the call ended without a result")
+    return outcome[0]
+
+
+async def open_browser(
+    browser: Browser,
+    spec: ServerSpec,
+    url: str,
+    notices: Notices,
+    progress: Callable[[str | None, str], None],
+) -> None:
+    """``browser(url, spec)`` in a daemon thread (awaiting what it returns, if awaitable);
+    if it raises, a warning and the URL for the person to open. Cancelled (the login
+    ended) while it still runs: allowed, the thread is abandoned."""
+    try:
+        opened = await in_daemon_thread(
+            f"runner-browser-{spec.name}", functools.partial(browser, url, spec)
+        )
+        if inspect.isawaitable(opened):
+            await opened
+    except Exception as exc:
+        notices.warn(
+            HostCallbackWarning,
+            f"{spec.name}: browser raised {type(exc).__name__}: {exc}; "
+            "the login waits for a pasted callback",
+        )
+        progress(
+            spec.name,
+            f"could not open a browser ({type(exc).__name__}: {exc}); "
+            f"open this address yourself: {url}",
+        )
+    except anyio.get_cancelled_exc_class():
+        # A console browser blocks until it is closed: the login may end first.
+        logger.debug("%s: the browser call was still running; abandoned", spec.name)
+        raise
+
+
+async def load_login(store: LoginStore, name: str, notices: Notices) -> StoredLogin | None:
+    """The stored login; one that cannot be read is a warning, and None (a fresh login)."""
+    try:
+        return await in_daemon_thread(f"runner-store-{name}", functools.partial(store.load, name))
+    except Exception as exc:  # runner.store.TokenStoreError, or any failure so far
+        notices.warn(
+            TokenStoreWarning,
+            f"{name}: its stored login could not be read "
+            f"({type(exc).__name__}: {exc}); it logs in afresh",
+        )
+        return None
+
+
+async def save_login(store: LoginStore, name: str, login: StoredLogin, notices: Notices) -> None:
+    """Save delivered tokens; a failure is a warning (the tokens are still returned), and
+    so is the deadline coming first."""
+    try:
+        await in_daemon_thread(f"runner-store-{name}", functools.partial(store.save, name, login))
+    except anyio.get_cancelled_exc_class():
+        notices.warn(
+            TokenStoreWarning,
+            f"{name}: saving its tokens had not finished when the login ended; "
+            "they may not be saved",
+        )
+        raise
+    except Exception as exc:
+        notices.warn(
+            TokenStoreWarning,
+            f"{name}: its tokens were not saved ({type(exc).__name__}: {exc}); "
+            "the next run logs in again",
+        )
+
+
+async def release_lease(name: str, release: Callable[[], None]) -> None:
+    """``release()`` of a lease, off the loop (the registry takes a file lock and
+    rewrites its file); raises what it raises."""
+    await in_daemon_thread(f"runner-release-{name}", release)
+
+
+def system_browser(url: str, spec: ServerSpec) -> None:
+    """The default ``browser``: print the URL, and open the system browser."""
+    print(f"\nLog in to {spec.name}: {url}", file=sys.stderr, flush=True)
+    if not webbrowser.open(url):
+        print(
+            "Could not open a browser. Open the address above, log in, then paste the "
+            "address your browser lands on here.",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -1,0 +1,77 @@
+"""Which port a login's listener leases, and what to do when it is taken. Pure.
+
+``plan_port`` decides; the supervisor (``runner.supervisor``) carries the plan out against
+the registry. Invariants:
+
+- a configured port (``redirect_port``) is the only choice: the login waits behind another
+  lease of it until its own deadline, and a port still taken then is ``CallbackPortBusy``
+  (the authorization server knows only that redirect URI; another port would be refused);
+- else the port a stored dynamic registration pins (its redirect URI on this spec's host and
+  callback path) is tried at once, without waiting, and if it is taken the login falls back
+  to any port and registers again (defect 10: an old registration must not pin a port the
+  login cannot have), saying so in a progress sentence;
+- else any port (0: the system picks one that is free, so nothing waits and nothing falls
+  back; should even that fail, out of descriptors or ports, the registry's own error stands:
+  it is not a port someone else holds);
+- a statically configured client (``client_id``) is never re-registered, so its stored
+  registration pins nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from runner.spec import ServerSpec
+from runner.stored import StoredLogin
+
+__all__ = ["IfTaken", "PortPlan", "plan_port", "registered_port"]
+
+
+class IfTaken(enum.Enum):
+    """What a plan does when its first choice is taken (``PortBusy``, ``LeaseTimeout``)."""
+
+    FAIL = "fail"  # CallbackPortBusy: the configured port is the only one that works
+    FALL_BACK = "fall back"  # lease any port and register the client again
+    RAISE = "raise"  # any port was asked for: the registry's error is the answer
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    """How to lease a login's port.
+
+    ``port`` is the first choice (0: any), ``wait`` how long to wait behind another live
+    lease of it, ``if_taken`` what follows if it is still taken then.
+    """
+
+    port: int
+    wait: float
+    if_taken: IfTaken
+
+    def fallback_sentence(self, why: object) -> str:
+        """The progress sentence for falling back, ``why`` being the registry's error."""
+        return f"port {self.port} is taken ({why}); registering again"
+
+
+def plan_port(spec: ServerSpec, stored: StoredLogin | None, time_left: float) -> PortPlan:
+    """The plan for ``spec``, given what the store holds and the seconds left before the
+    login's deadline."""
+    if spec.redirect_port:
+        return PortPlan(port=spec.redirect_port, wait=max(0.0, time_left), if_taken=IfTaken.FAIL)
+    pinned = registered_port(stored, spec)
+    if pinned:
+        return PortPlan(port=pinned, wait=0.0, if_taken=IfTaken.FALL_BACK)
+    return PortPlan(port=0, wait=0.0, if_taken=IfTaken.RAISE)
+
+
+def registered_port(stored: StoredLogin | None, spec: ServerSpec) -> int | None:
+    """The port of the redirect URI a stored dynamic registration pins, if any."""
+    if stored is None or stored.client_info is None or spec.client_id is not None:
+        return None
+    for uri in stored.client_info.redirect_uris or ():
+        if (
+            uri.host in (spec.redirect_host, f"[{spec.redirect_host}]")
+            and uri.path == spec.callback_path
+        ):
+            return uri.port
+    return None

@@ -1,0 +1,480 @@
+"""The supervisor: owns the logins of one ``authorize_many`` call, their children and leases.
+
+The parent's side of docs/architecture.md "Shape". It decides nothing about a child's
+messages itself (``runner.lifecycle`` does, purely) nor about ports (``runner.port_policy``);
+it carries out their answers. Everything it touches is injected (token store, port
+registry, launcher, browser, progress), so it runs in unit tests with no process at all.
+Invariants:
+
+- a login's port is leased (bound, listening) before its child starts; the child inherits
+  that very socket and the parent closes its copy once the child reports ``ServerReady``
+  (``CloseListenerCopy``); nothing is bound twice;
+- every child has an owner: the task running its login, through ``start_child``
+  (``runner.child_lifetime``), whose exit, shielded from cancellation, sends ``Shutdown``,
+  then terminates, then kills, and always waits for the exit; the lease is handed over to
+  the child's pid right after the start, and released only after the child exited -- on
+  success, failure, timeout, cancellation and Ctrl-C alike;
+- one login's failure is its own ``FlowResult``; it never cancels another login, and a
+  bug of ours during one login becomes that login's ``FlowCrashed``;
+- a ``FlowResult`` is ``ok`` exactly when it carries tokens: a login whose child delivered
+  tokens stays a success whatever fails afterwards (saving them, stopping the child,
+  closing its channel, releasing its lease: a warning each);
+- the timeout is enforced here as the hard stop (``move_on_after(limit)``), even for a hung
+  child; the child's own deadline comes a moment (0.25 s) before, so it can say why;
+- pastes are routed only to a login armed for their state, and only while its child runs;
+  the paste reader lives exactly as long as the logins (cancelled when the last ends), and
+  its source is closed within ``CALLBACK_GRACE``;
+- the event loop never waits on a file or the host's code (``runner.offloop``), and the
+  host's ``progress`` is only ever queued (``runner.progress.ProgressPump.tell``);
+- the parent, never a child, writes the token store.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from typing import Final, Protocol
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from portlease import LeaseTimeout, PortBusy
+from runner.channel import Channel
+from runner.child_lifetime import ChildNotReady, RunningChild, keep_tail, start_child
+from runner.errors import (
+    CallbackPortBusy,
+    FlowCrashed,
+    FlowError,
+    FlowTimeout,
+    HostCallbackWarning,
+    LoginCleanupWarning,
+)
+from runner.launch import ChildProcess, Launcher
+from runner.lifecycle import (
+    Action,
+    ArmPastes,
+    CloseListenerCopy,
+    DisarmPastes,
+    Fail,
+    LoginMachine,
+    LoginState,
+    MarkInteractive,
+    OpenBrowser,
+    Report,
+    Save,
+    Succeed,
+)
+from runner.messages import DeliverCallback, Message, ProtocolViolation, StartLogin
+from runner.notices import Notices
+from runner.offloop import (
+    Browser,
+    LoginStore,
+    load_login,
+    open_browser,
+    release_lease,
+    save_login,
+)
+from runner.port_policy import IfTaken, PortPlan, plan_port
+from runner.routing import Deliver, PasteRouter
+from runner.spec import FlowResult, ServerSpec
+from runner.stored import StoredLogin
+
+__all__ = ["CALLBACK_GRACE", "Outcome", "PortLease", "PortRegistry", "Supervisor"]
+
+logger = logging.getLogger("runner")
+
+# Seconds the host's code gets once the logins are over: to take the last progress
+# sentences, and for a pastes iterator to close.
+CALLBACK_GRACE: Final = 2.0
+# How much earlier than ours the child's own deadline comes, so that it can say why it
+# stopped before we stop it.
+_CHILD_DEADLINE_MARGIN: Final = 0.25
+
+
+class PortLease(Protocol):
+    """What the supervisor needs of a lease (``portlease.Lease``)."""
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def socket(self) -> socket.socket: ...
+    def url(self, path: str = "/") -> str: ...
+    def hand_over(self, pid: int) -> None: ...
+    def close_socket(self) -> None: ...
+    def release(self) -> None: ...
+
+
+class PortRegistry(Protocol):
+    """What the supervisor needs of a registry (``portlease.Registry``)."""
+
+    def acquire(
+        self,
+        owner: str,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        wait: float = 0.0,
+        meta: Mapping[str, str] | None = None,
+    ) -> PortLease: ...
+
+
+class Outcome:
+    """What one login has come to so far (filled in as its actions are carried out)."""
+
+    def __init__(self) -> None:
+        self.login: StoredLogin | None = None  # the delivered login record: a success
+        self.error: FlowError | None = None
+        self.port: int | None = None
+        self.interactive = False
+        self.doing: str | None = None  # what is being waited for, to explain a timeout
+
+
+class Supervisor:
+    """Owns the logins of one ``authorize_many`` call: their children and leases."""
+
+    def __init__(
+        self,
+        *,
+        store: LoginStore,
+        registry: PortRegistry,
+        launcher: Launcher,
+        browser: Browser,
+        interactive: bool,
+        progress: Callable[[str | None, str], None],
+        notices: Notices,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.launcher = launcher
+        self.browser = browser
+        self.interactive = interactive
+        self.progress = progress  # never raises, never blocks: ProgressPump.tell
+        self.notices = notices
+        self.router = PasteRouter()
+        self.channels: dict[str, Channel] = {}  # armed logins' channels, for their pastes
+
+    # --- pastes ---------------------------------------------------------------------
+
+    async def read_pastes(self, pastes: AsyncIterable[str]) -> None:
+        """Route pastes until the source ends or fails (then: no more pastes) or the
+        logins are over (cancelled); the source is closed either way."""
+        try:
+            iterator = aiter(pastes)
+        except Exception as exc:  # not an async iterable: the host's mistake
+            self._pastes_failed(exc)
+            return
+        try:
+            while True:
+                try:
+                    text = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    self._pastes_failed(exc)
+                    return
+                await self._route_paste(text)
+        finally:
+            await self._close_pastes(iterator)
+
+    async def _route_paste(self, text: object) -> None:
+        if not isinstance(text, str):
+            self.progress(None, f"ignored a paste that is not text ({type(text).__name__})")
+            return
+        decision = self.router.route(text)
+        if isinstance(decision, Deliver):
+            channel = self.channels.get(decision.login)
+            if channel is not None:
+                try:
+                    await channel.send(DeliverCallback(query=decision.target))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    self.progress(decision.login, "that login has just ended")
+        elif decision.message:
+            self.progress(None, decision.message)
+
+    def _pastes_failed(self, exc: Exception) -> None:
+        self.notices.warn(
+            HostCallbackWarning,
+            f"pastes raised {type(exc).__name__}: {exc}; no more pasted URLs are read "
+            "(logins can still finish in the browser)",
+        )
+
+    async def _close_pastes(self, iterator: AsyncIterator[str]) -> None:
+        """Close the source (an async generator's ``finally`` runs now, not at garbage
+        collection), shielded from the cancellation that ended the reading, bounded."""
+        aclose = getattr(iterator, "aclose", None)
+        if not callable(aclose):
+            return
+        with anyio.move_on_after(CALLBACK_GRACE, shield=True) as scope:
+            try:
+                await aclose()
+            except Exception as exc:
+                self.notices.warn(
+                    HostCallbackWarning, f"pastes raised on close: {type(exc).__name__}: {exc}"
+                )
+        if scope.cancelled_caught:
+            self.notices.warn(
+                HostCallbackWarning,
+                f"pastes did not close within {CALLBACK_GRACE:g} s; abandoned",
+            )
+
+    # --- one login ------------------------------------------------------------------
+
+    async def run_login(
+        self, spec: ServerSpec, limit: float, results: dict[str, FlowResult]
+    ) -> None:
+        """Run one login to its ``FlowResult`` (stored in ``results``); never raises but
+        for cancellation."""
+        started = time.monotonic()
+        outcome = Outcome()
+        late: FlowError | None = None  # what went wrong after the outcome, or instead of one
+        try:
+            with anyio.move_on_after(limit) as deadline:
+                await self._login(spec, limit, started + limit, outcome)
+            if deadline.cancelled_caught and outcome.error is None and outcome.login is None:
+                doing = f" ({outcome.doing} did not finish)" if outcome.doing else ""
+                outcome.error = FlowTimeout(f"{spec.name}: no login within {limit:g} s{doing}")
+        except FlowError as exc:
+            late = exc
+        except Exception as exc:  # a bug of ours must still end as this login's result
+            logger.exception("login %s failed unexpectedly", spec.name)
+            late = FlowCrashed(f"{spec.name}: {type(exc).__name__}: {exc}")
+        # ok exactly when there are tokens (FlowResult's contract): tokens the child
+        # delivered are a success, whatever failed after them.
+        error: FlowError | None = None
+        if outcome.login is not None:
+            if late is not None:
+                self.notices.warn(LoginCleanupWarning, f"{spec.name}: logged in, but then: {late}")
+        else:
+            error = outcome.error or late
+            if error is None:
+                error = FlowCrashed(f"{spec.name}: the login ended without an outcome")
+        results[spec.name] = FlowResult(
+            name=spec.name,
+            ok=error is None,
+            tokens=None if outcome.login is None else outcome.login.tokens,
+            error=error,
+            port=outcome.port,
+            interactive=outcome.interactive,
+            elapsed=time.monotonic() - started,
+        )
+        self.progress(spec.name, "logged in" if error is None else str(error))
+
+    async def _login(
+        self, spec: ServerSpec, limit: float, deadline: float, outcome: Outcome
+    ) -> None:
+        # Kept if the deadline cancels the read, to explain the timeout.
+        outcome.doing = "reading its stored login"
+        stored = await load_login(self.store, spec.name, self.notices)
+        outcome.doing = None
+        if stored is not None and stored.server_url != spec.url:
+            # Tokens and a registration belong to the server that issued them.
+            self.progress(spec.name, f"stored login is for {stored.server_url}; not reused")
+            stored = None
+        lease = await self._lease(spec, plan_port(spec, stored, deadline - time.monotonic()))
+        outcome.port = lease.port
+        try:
+            await self._run_child(spec, limit, deadline, stored, lease, outcome)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release(spec, lease)
+
+    async def _run_child(
+        self,
+        spec: ServerSpec,
+        limit: float,
+        deadline: float,
+        stored: StoredLogin | None,
+        lease: PortLease,
+        outcome: Outcome,
+    ) -> None:
+        """Start the login's child and follow it to its outcome; the child has exited
+        when this returns or raises."""
+        machine = LoginMachine(name=spec.name, callback_url=lease.url(spec.callback_path))
+        stderr_tail = bytearray()
+        failure: Exception | None = None
+        # The helpers (the stderr drain, the browser call) outlive the child's block, so
+        # that stopping the child is never cancelled by cancelling them.
+        async with anyio.create_task_group() as helpers:
+
+            def started(process: ChildProcess) -> None:
+                lease.hand_over(process.pid)
+                if process.stderr is not None:
+                    helpers.start_soon(keep_tail, process.stderr, stderr_tail)
+
+            try:
+                async with start_child(
+                    self.launcher,
+                    lease.socket,
+                    functools.partial(self._start_message, spec, limit, deadline, stored, lease),
+                    on_started=started,
+                    on_cleanup_failure=functools.partial(self._cleanup_failed, spec),
+                ) as child:
+                    try:
+                        await self._converse(machine, spec, child, lease, helpers, outcome)
+                        if outcome.error is None and outcome.login is None:
+                            code = await child.exit_code()
+                            outcome.error = _crashed(spec, code, stderr_tail)
+                    finally:
+                        self.router.disarm(spec.name)
+                        self.channels.pop(spec.name, None)
+            except ChildNotReady as exc:
+                if exc.received is None:
+                    outcome.error = _crashed(spec, exc.process.returncode, stderr_tail)
+                else:
+                    step = machine.advance(LoginState.STARTING, exc.received)
+                    await self._carry_out(step.actions, spec, None, lease, helpers, outcome)
+            except Exception as exc:
+                # Kept out of the task group, which would wrap it in an ExceptionGroup.
+                failure = exc
+            helpers.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    def _start_message(
+        self,
+        spec: ServerSpec,
+        limit: float,
+        deadline: float,
+        stored: StoredLogin | None,
+        lease: PortLease,
+    ) -> StartLogin:
+        return StartLogin(
+            name=spec.name,
+            server_url=spec.url,
+            redirect_uri=lease.url(spec.callback_path),
+            scope=spec.scope,
+            client_id=spec.client_id,
+            client_secret=spec.client_secret,
+            client_name=spec.client_name,
+            timeout=max(0.1, deadline - time.monotonic() - _CHILD_DEADLINE_MARGIN),
+            limit=limit,
+            interactive=self.interactive,
+            stored=None if stored is None else stored.to_dict(),
+        )
+
+    async def _converse(
+        self,
+        machine: LoginMachine,
+        spec: ServerSpec,
+        child: RunningChild,
+        lease: PortLease,
+        helpers: anyio.abc.TaskGroup,
+        outcome: Outcome,
+    ) -> None:
+        """Follow the child's messages until its final one (or its silence: the caller
+        explains that)."""
+        step = machine.advance(LoginState.STARTING, child.ready)
+        await self._carry_out(step.actions, spec, child.channel, lease, helpers, outcome)
+        while not step.state.final:
+            received: Message | ProtocolViolation | None
+            try:
+                received = await child.channel.receive()
+            except ProtocolViolation as exc:
+                received = exc
+            if received is None:
+                return
+            step = machine.advance(step.state, received)
+            await self._carry_out(step.actions, spec, child.channel, lease, helpers, outcome)
+
+    async def _carry_out(
+        self,
+        actions: tuple[Action, ...],
+        spec: ServerSpec,
+        channel: Channel | None,
+        lease: PortLease,
+        helpers: anyio.abc.TaskGroup,
+        outcome: Outcome,
+    ) -> None:
+        """Do what the login machine said, in its order."""
+        for action in actions:
+            match action:
+                case CloseListenerCopy():
+                    lease.close_socket()
+                case Report(sentence=sentence):
+                    self.progress(spec.name, sentence)
+                case MarkInteractive():
+                    outcome.interactive = True
+                case ArmPastes(state=state):
+                    if channel is None:
+                        raise RuntimeError("pastes armed for a child that is not running")
+                    self.channels[spec.name] = channel
+                    self.router.arm(spec.name, state)
+                case OpenBrowser(url=url):
+                    helpers.start_soon(
+                        open_browser, self.browser, spec, url, self.notices, self.progress
+                    )
+                case DisarmPastes():
+                    self.router.disarm(spec.name)
+                case Succeed(login=login, interactive=interactive):
+                    outcome.login = login
+                    outcome.interactive = interactive
+                case Save(login=login):
+                    await save_login(self.store, spec.name, login, self.notices)
+                case Fail(error=error):
+                    outcome.error = error
+
+    async def _lease(self, spec: ServerSpec, plan: PortPlan) -> PortLease:
+        """Carry out a port plan (``runner.port_policy``)."""
+        try:
+            return await _acquire(self.registry, spec, plan.port, plan.wait)
+        except (PortBusy, LeaseTimeout) as exc:
+            if plan.if_taken is IfTaken.FAIL:
+                raise CallbackPortBusy(f"{spec.name}: {exc}") from exc
+            if plan.if_taken is IfTaken.RAISE:
+                raise
+            self.progress(spec.name, plan.fallback_sentence(exc))
+            return await _acquire(self.registry, spec, 0, 0.0)
+
+    async def _release(self, spec: ServerSpec, lease: PortLease) -> None:
+        """Release the lease (call shielded, after the child exited); a failure is a
+        warning: the record goes stale when this process exits."""
+        try:
+            await release_lease(spec.name, lease.release)
+        except Exception as exc:
+            self.notices.warn(
+                LoginCleanupWarning,
+                f"{spec.name}: its port lease could not be released "
+                f"({type(exc).__name__}: {exc}); the record goes stale when this "
+                "process exits",
+            )
+
+    def _cleanup_failed(self, spec: ServerSpec, message: str) -> None:
+        self.notices.warn(LoginCleanupWarning, f"{spec.name}: {message}")
+
+
+def _crashed(spec: ServerSpec, code: int | None, stderr_tail: bytearray) -> FlowCrashed:
+    """The error of a child that went away without a final word."""
+    tail = bytes(stderr_tail).decode(errors="replace").strip().splitlines()
+    why = f": {tail[-1]}" if tail else ""
+    return FlowCrashed(
+        f"{spec.name}: the login's child process exited ({code}) without an outcome{why}"
+    )
+
+
+async def _acquire(registry: PortRegistry, spec: ServerSpec, port: int, wait: float) -> PortLease:
+    """``registry.acquire`` in a worker thread, releasing the lease if we are cancelled
+    while the thread was still getting it."""
+    got: list[PortLease] = []
+
+    def acquire() -> None:
+        got.append(
+            registry.acquire(
+                owner=f"runner:{spec.name}",
+                port=port,
+                host=spec.redirect_host,
+                wait=wait,
+                meta={"server": spec.url},
+            )
+        )
+
+    try:
+        await anyio.to_thread.run_sync(acquire)
+    except BaseException:
+        for lease in got:
+            lease.release()
+        raise
+    return got[0]
