@@ -54,7 +54,6 @@ from runner.errors import (
     NeedsInteraction,
     OAuthProtocolError,
 )
-from runner.loopback import DEFAULT_LOOPBACK_HOST
 from runner.messages import (
     AuthorizationStarted,
     CallbackAccepted,
@@ -104,11 +103,10 @@ class _Login:
     def __init__(self, start: StartLogin, channel: Channel) -> None:
         self.start = start
         self.channel = channel
-        parts = urlsplit(start.redirect_uri)
         self.expect = Expectation(
-            host=parts.hostname or DEFAULT_LOOPBACK_HOST,
-            port=parts.port or 80,
-            path=parts.path,
+            host=start.redirect_host,
+            port=start.redirect_port,
+            path=start.callback_path,
             state=None,
             issuer=None,
             issuer_required=False,
@@ -193,15 +191,15 @@ class _Login:
         """Log in and report the single final message."""
         start = self.start
         try:
-            with anyio.fail_after(start.timeout):
+            with anyio.fail_after(start.time_left):
                 self.provider = sdk.build_provider(start, self.on_redirect, self.on_callback)
-                await sdk.drive_login(self.provider, start.server_url, start.timeout)
+                await sdk.drive_login(self.provider, start.server_url, start.time_left)
                 login = sdk.snapshot(self.provider, start.server_url)
         except TimeoutError as exc:
             error: FlowError = (
                 exc
                 if isinstance(exc, FlowError)
-                else FlowTimeout(f"{start.name}: no login within {start.limit:g} s")
+                else FlowTimeout.no_login_within(start.name, start.configured_timeout)
             )
         except Exception as exc:
             error = sdk.error_from_sdk(exc, start.server_url)

@@ -78,6 +78,17 @@ class AuthorizationDenied(FlowError):
 class FlowTimeout(FlowError, TimeoutError):
     """The login did not finish within its timeout; its child was stopped."""
 
+    @classmethod
+    def no_login_within(cls, name: str, limit: float, doing: str = "") -> FlowTimeout:
+        """The one wording of a login's timeout, used by the child and the parent alike.
+
+        Args:
+            name: the server's name.
+            limit: the login's configured timeout in seconds (not the time that was left).
+            doing: what was still going on, as a clause starting with a space, if known.
+        """
+        return cls(f"{name}: no login within {limit:g} s{doing}")
+
 
 class CallbackPortBusy(FlowError):
     """The redirect port this login must use is held by another process."""

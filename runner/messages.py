@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from runner.loopback import LOOPBACK_HOSTS, netloc_host
+
 __all__ = [
     "MAX_LINE_BYTES",
     "MAX_NESTING",
@@ -50,13 +52,14 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 MAX_LINE_BYTES: Final = 1 << 20
 #: The deepest nesting a line may have. The deepest message, a login record inside
 #: ``StartLogin.stored`` or ``TokensIssued.login``, is under ten levels; ``runner.stored``
 #: refuses records deeper than 32. The bound keeps ``encode`` (which recurses) from failing
 #: on a value ``decode`` accepted.
 MAX_NESTING: Final = 64
+_MAX_PORT: Final = 65535
 
 
 class ProtocolViolation(Exception):
@@ -68,22 +71,43 @@ class ProtocolViolation(Exception):
 
 @dataclass(frozen=True)
 class StartLogin:
-    """Run one login. Sent once, first. ``timeout`` is the time the child has left;
-    ``limit`` is the login's configured timeout, for messages. ``stored`` is what the
-    token store holds for this server (tokens, client registration, server metadata) or
-    None for a fresh login."""
+    """Run one login. Sent once, first.
+
+    The redirect URI is given as its parts (``redirect_host``, ``redirect_port``,
+    ``callback_path``), checked here, so the child never re-parses a URI to learn where
+    it listens. ``time_left`` is how long the child has, counted from when it reads
+    this; ``configured_timeout`` is the login's configured timeout, for messages only.
+    ``stored`` is what the token store holds for this server (tokens, client
+    registration, server metadata) or None for a fresh login.
+    """
 
     name: str
     server_url: str
-    redirect_uri: str
+    redirect_host: str
+    redirect_port: int
+    callback_path: str
     scope: str | None
     client_id: str | None
     client_secret: str | None = field(repr=False)
     client_name: str
-    timeout: float
-    limit: float
+    time_left: float
+    configured_timeout: float
     interactive: bool
     stored: dict[str, Any] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.redirect_host not in LOOPBACK_HOSTS:
+            raise ProtocolViolation("StartLogin.redirect_host is not a loopback host")
+        if not 0 < self.redirect_port <= _MAX_PORT:
+            raise ProtocolViolation("StartLogin.redirect_port is not a port")
+        if not self.callback_path.startswith("/"):
+            raise ProtocolViolation("StartLogin.callback_path does not start with '/'")
+
+    @property
+    def redirect_uri(self) -> str:
+        """``http://HOST:PORT/path``, IPv6 in brackets: what the client registers."""
+        host = netloc_host(self.redirect_host)
+        return f"http://{host}:{self.redirect_port}{self.callback_path}"
 
 
 @dataclass(frozen=True)

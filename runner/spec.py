@@ -137,7 +137,7 @@ def _check_spec(spec: ServerSpec) -> None:
         or not 0 <= spec.redirect_port <= 65535
     ):
         raise InvalidServerSpec(f"{where}: redirect_port must be 0 (any) or a port number")
-    # The canonical spelling only (no "[::1]", no "LOCALHOST"): runner.flows compares it
+    # The canonical spelling only (no "[::1]", no "LOCALHOST"): runner.port_policy compares it
     # with stored redirect URIs and hands it to portlease as written.
     if spec.redirect_host not in LOOPBACK_HOSTS:
         raise InvalidServerSpec(

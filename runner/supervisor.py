@@ -101,6 +101,8 @@ class PortLease(Protocol):
     @property
     def port(self) -> int: ...
     @property
+    def host(self) -> str: ...
+    @property
     def socket(self) -> socket.socket: ...
     def url(self, path: str = "/") -> str: ...
     def hand_over(self, pid: int) -> None: ...
@@ -236,7 +238,7 @@ class Supervisor:
                 await self._login(spec, limit, started + limit, outcome)
             if deadline.cancelled_caught and outcome.error is None and outcome.login is None:
                 doing = f" ({outcome.doing} did not finish)" if outcome.doing else ""
-                outcome.error = FlowTimeout(f"{spec.name}: no login within {limit:g} s{doing}")
+                outcome.error = FlowTimeout.no_login_within(spec.name, limit, doing)
         except FlowError as exc:
             late = exc
         except Exception as exc:  # a bug of ours must still end as this login's result
@@ -345,13 +347,15 @@ class Supervisor:
         return StartLogin(
             name=spec.name,
             server_url=spec.url,
-            redirect_uri=lease.url(spec.callback_path),
+            redirect_host=lease.host,
+            redirect_port=lease.port,
+            callback_path=spec.callback_path,
             scope=spec.scope,
             client_id=spec.client_id,
             client_secret=spec.client_secret,
             client_name=spec.client_name,
-            timeout=max(0.1, deadline - time.monotonic() - _CHILD_DEADLINE_MARGIN),
-            limit=limit,
+            time_left=max(0.1, deadline - time.monotonic() - _CHILD_DEADLINE_MARGIN),
+            configured_timeout=limit,
             interactive=self.interactive,
             stored=None if stored is None else stored.to_dict(),
         )

@@ -50,13 +50,15 @@ async def one_child(
             StartLogin,
             name="bench",
             server_url="http://127.0.0.1:9/mcp",  # never reached: we stop at ready
-            redirect_uri=lease.url("/callback"),
+            redirect_host=lease.host,
+            redirect_port=lease.port,
+            callback_path="/callback",
             scope=None,
             client_id=None,
             client_secret=None,
             client_name="bench",
-            timeout=30,
-            limit=30,
+            time_left=30,
+            configured_timeout=30,
             interactive=True,
         )
         async with start_child(launcher, lease.socket, first) as child:

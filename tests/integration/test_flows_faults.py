@@ -133,7 +133,7 @@ async def test_a_hung_token_endpoint_times_out(tmp_path: Path) -> None:
     (result,) = results.values()
     assert isinstance(result.error, FlowTimeout), (result.error, progress.dump())
     assert any(m.startswith("callback received") for m in progress.messages(result.name))
-    # The child's own deadline comes 0.25 s before the parent's (runner.flows), so the
+    # The child's own deadline comes 0.25 s before the parent's (runner.supervisor), so the
     # outcome may be reported a little before 3 s; never much earlier, never late.
     assert 2.5 <= result.elapsed <= 4.5, result.elapsed
     assert elapsed <= 4.5, elapsed

@@ -40,13 +40,15 @@ async def a_child(
             StartLogin,
             name="t",
             server_url=server_url,
-            redirect_uri=lease.url("/callback"),
+            redirect_host=lease.host,
+            redirect_port=lease.port,
+            callback_path="/callback",
             scope=None,
             client_id=None,
             client_secret=None,
             client_name="t",
-            timeout=30,
-            limit=30,
+            time_left=30,
+            configured_timeout=30,
             interactive=True,
         )
         async with start_child(launcher, lease.socket, first) as child:

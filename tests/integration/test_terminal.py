@@ -17,19 +17,25 @@ import pytest
 from runner.sandbox import Sandbox
 
 PARENT = """
-import json, sys
+import json, sys, threading
 from portlease import Registry
 from runner import TokenStore, authorize_many_sync
 
 config, tmp = json.loads(sys.argv[1]), sys.argv[2]
+# browser and progress are called from different threads: one line at a time, whole.
+lock = threading.Lock()
+
+def say(*words):
+    with lock:
+        print(*words, flush=True)
 
 def browser(url, spec):  # a person who reads the URL but must paste the result
-    print("URL", spec.name, url, flush=True)
+    say("URL", spec.name, url)
 
 results = authorize_many_sync(
     config, store=TokenStore(tmp + "/tokens"), registry=Registry(tmp + "/leases"),
     browser=browser, timeout=40,
-    progress=lambda name, message: print("PROGRESS", name, message, flush=True),
+    progress=lambda name, message: say("PROGRESS", name, message),
 )
 print("RESULTS", json.dumps({n: r.ok for n, r in results.items()}), flush=True)
 print("HOST GOT", sys.stdin.readline().strip(), flush=True)

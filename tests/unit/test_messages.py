@@ -19,26 +19,30 @@ EVERY_MESSAGE: list[m.Message] = [
     m.StartLogin(
         name="linear",
         server_url="http://127.0.0.1:1/mcp",
-        redirect_uri="http://127.0.0.1:2/callback",
+        redirect_host="127.0.0.1",
+        redirect_port=2,
+        callback_path="/callback",
         scope="read write",
         client_id=None,
         client_secret=None,
         client_name="test",
-        timeout=1.5,
-        limit=1.5,
+        time_left=1.5,
+        configured_timeout=1.5,
         interactive=True,
         stored={"version": 1, "tokens": {"access_token": "a"}},
     ),
     m.StartLogin(
         name="n",
         server_url="u",
-        redirect_uri="r",
+        redirect_host="::1",
+        redirect_port=65535,
+        callback_path="/",
         scope=None,
         client_id="id",
         client_secret="secret",
         client_name="c",
-        timeout=3,
-        limit=3,
+        time_left=3,
+        configured_timeout=3,
         interactive=False,
     ),
     m.DeliverCallback(query="code=c&state=s"),
@@ -70,6 +74,11 @@ def test_lines_carry_the_protocol_version() -> None:
     assert body == {"v": m.PROTOCOL_VERSION, "type": "Shutdown"}
 
 
+# The current version's prefix: a line meant to be refused for its body must not be
+# refused for its version instead.
+CURRENT = b'{"v":%d,' % m.PROTOCOL_VERSION
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -77,13 +86,14 @@ def test_lines_carry_the_protocol_version() -> None:
         b"[]\n",
         b'{"type":"Shutdown"}\n',  # no version
         b'{"v":999,"type":"Shutdown"}\n',
-        b'{"v":1,"type":"Reboot"}\n',
-        b'{"v":1,"type":"ServerReady"}\n',  # missing field
-        b'{"v":1,"type":"ServerReady","port":"80"}\n',  # wrong type
-        b'{"v":1,"type":"ServerReady","port":true}\n',  # bool is not an int here
-        b'{"v":1,"type":"ServerReady","port":1,"extra":2}\n',
-        b'{"v":1,"type":"TokensIssued","login":[],"interactive":true}\n',
-        b'{"v":1,"type":"StartLogin","name":"n"}\n',
+        b'{"v":%d,"type":"Shutdown"}\n' % (m.PROTOCOL_VERSION - 1),  # the previous version
+        CURRENT + b'"type":"Reboot"}\n',
+        CURRENT + b'"type":"ServerReady"}\n',  # missing field
+        CURRENT + b'"type":"ServerReady","port":"80"}\n',  # wrong type
+        CURRENT + b'"type":"ServerReady","port":true}\n',  # bool is not an int here
+        CURRENT + b'"type":"ServerReady","port":1,"extra":2}\n',
+        CURRENT + b'"type":"TokensIssued","login":[],"interactive":true}\n',
+        CURRENT + b'"type":"StartLogin","name":"n"}\n',
     ],
 )
 def test_decode_rejects(line: bytes) -> None:
@@ -120,3 +130,23 @@ def test_errors_cross_the_wire_by_name(cls: type[FlowError]) -> None:
 def test_an_unknown_error_kind_is_a_crash() -> None:
     rebuilt = error_from_wire("SystemExit", "bye")
     assert isinstance(rebuilt, FlowCrashed) and "SystemExit" in rebuilt.message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("redirect_host", "example.com"), ("redirect_port", 0), ("callback_path", "callback")],
+)
+def test_a_start_login_that_names_no_loopback_listener_is_refused(
+    field: str, value: object
+) -> None:
+    body = json.loads(m.encode(EVERY_MESSAGE[0]))
+    body[field] = value
+    with pytest.raises(m.ProtocolViolation, match=field):
+        m.decode(json.dumps(body).encode() + b"\n")
+
+
+def test_start_login_names_its_redirect_uri() -> None:
+    first, second = EVERY_MESSAGE[0], EVERY_MESSAGE[1]
+    assert isinstance(first, m.StartLogin) and isinstance(second, m.StartLogin)
+    assert first.redirect_uri == "http://127.0.0.1:2/callback"
+    assert second.redirect_uri == "http://[::1]:65535/"

@@ -246,15 +246,16 @@ def to_line(body: object) -> bytes:
 @given(st.binary(max_size=300))
 @example(b"[" * 100_000)
 @example(b'{"v":' * 100_000)
-@example(b'{"v":2,"type":"ServerReady","port":' + b"9" * 5000 + b"}")
+@example(b'{"v":3,"type":"ServerReady","port":' + b"9" * 5000 + b"}")
 @example(
-    b'{"v":2,"type":"StartLogin","name":"n","server_url":"u","redirect_uri":"r",'
-    b'"scope":null,"client_id":null,"client_secret":null,"client_name":"c",'
-    b'"timeout":NaN,"limit":Infinity,"interactive":true}'
+    b'{"v":3,"type":"StartLogin","name":"n","server_url":"u","redirect_host":"127.0.0.1",'
+    b'"redirect_port":5,"callback_path":"/c","scope":null,"client_id":null,'
+    b'"client_secret":null,"client_name":"c","time_left":NaN,"configured_timeout":Infinity,'
+    b'"interactive":true}'
 )
-@example(b'{"v":2,"type":"CallbackAccepted","source":"\\ud800"}')
-@example(b'{"v":2,"type":{"a":1}}')
-@example(b'{"v":2,"type":"ServerReady","port":1,"port":2}')
+@example(b'{"v":3,"type":"CallbackAccepted","source":"\\ud800"}')
+@example(b'{"v":3,"type":{"a":1}}')
+@example(b'{"v":3,"type":"ServerReady","port":1,"port":2}')
 def test_message_decode_any_bytes(line: bytes) -> None:
     decode_line(line)
 

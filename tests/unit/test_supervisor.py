@@ -66,6 +66,10 @@ class FakeLease:
         return self._port
 
     @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
     def socket(self) -> socket.socket:
         assert self._socket is not None, "the socket was used after close_socket()"
         return self._socket
@@ -401,8 +405,8 @@ async def test_a_silent_login_succeeds_and_is_saved() -> None:
     assert child.start is not None
     assert child.start.redirect_uri == "http://127.0.0.1:41000/callback"
     assert child.start.stored is None
-    assert child.start.limit == 10.0
-    assert 0 < child.start.timeout <= 10.0 - 0.25  # the child's deadline comes first
+    assert child.start.configured_timeout == 10.0
+    assert 0 < child.start.time_left <= 10.0 - 0.25  # the child's deadline comes first
     assert run.events == [
         ("acquire", 0, 0.0),
         ("start", child.pid),
