@@ -97,7 +97,7 @@ class _CallbackServer(uvicorn.Server):
         self.ready.set()
 
 
-class _Login:
+class _LoginAttempt:
     """One login's state inside the child: what the listener expects, and the outcome."""
 
     def __init__(self, start: StartLogin, channel: Channel) -> None:
@@ -194,7 +194,7 @@ class _Login:
             with anyio.fail_after(start.time_left):
                 self.provider = sdk.build_provider(start, self.on_redirect, self.on_callback)
                 await sdk.drive_login(self.provider, start.server_url, start.time_left)
-                login = sdk.snapshot(self.provider, start.server_url)
+                record = sdk.snapshot(self.provider, start.server_url)
         except TimeoutError as exc:
             error: FlowError = (
                 exc
@@ -204,7 +204,7 @@ class _Login:
         except Exception as exc:
             error = sdk.error_from_sdk(exc, start.server_url)
         else:
-            await self.channel.send(TokensIssued(login=login, interactive=self.interactive))
+            await self.channel.send(TokensIssued(record=record, interactive=self.interactive))
             return
         await self.channel.send(LoginFailed(kind=type(error).__name__, message=error.message))
 
@@ -217,7 +217,7 @@ class _Stop:
 
 
 async def _listen_to_parent(
-    channel: Channel, login: _Login, scope: anyio.CancelScope, stop: _Stop
+    channel: Channel, login: _LoginAttempt, scope: anyio.CancelScope, stop: _Stop
 ) -> None:
     """Forward pasted callbacks; stop everything on ``Shutdown`` or when the parent is gone."""
     while True:
@@ -244,7 +244,7 @@ async def _serve(listener: socket.socket, channel_sock: socket.socket) -> int:
         return EXIT_PROTOCOL
     if not isinstance(first, StartLogin):
         return EXIT_PARENT_GONE if first is None else EXIT_PROTOCOL
-    login = _Login(first, channel)
+    login = _LoginAttempt(first, channel)
     config = uvicorn.Config(
         login.asgi,
         interface="asgi3",

@@ -205,7 +205,7 @@ class LoginMachine:
             return self._crashed(f"the child broke the protocol: {exc}")
         if isinstance(received, TokensIssued):
             try:
-                login = StoredLogin.from_dict(received.login)
+                login = StoredLogin.from_dict(received.record)
             except ValueError as exc:  # InvalidLoginRecord, its only error
                 return self._crashed(f"the child sent bad tokens: {exc}")
             return Step(after, (Succeed(login, received.interactive), Save(login)))

@@ -55,7 +55,7 @@ __all__ = [
 PROTOCOL_VERSION: Final = 3
 MAX_LINE_BYTES: Final = 1 << 20
 #: The deepest nesting a line may have. The deepest message, a login record inside
-#: ``StartLogin.stored`` or ``TokensIssued.login``, is under ten levels; ``runner.stored``
+#: ``StartLogin.stored`` or ``TokensIssued.record``, is under ten levels; ``runner.stored``
 #: refuses records deeper than 32. The bound keeps ``encode`` (which recurses) from failing
 #: on a value ``decode`` accepted.
 MAX_NESTING: Final = 64
@@ -157,9 +157,10 @@ class CallbackAccepted:
 
 @dataclass(frozen=True)
 class TokensIssued:
-    """The login succeeded. ``login`` is what the token store should keep."""
+    """The login succeeded. ``record`` is the login record the token store should keep
+    (``runner.stored.StoredLogin`` as a dict)."""
 
-    login: dict[str, Any] = field(repr=False)
+    record: dict[str, Any] = field(repr=False)
     interactive: bool
 
 

@@ -1,7 +1,7 @@
 """A validated login record (``StoredLogin``) and its one decoder. Pure: no file I/O.
 
 The token store (``runner.store``) keeps these records in files, and a login's child sends one
-to the parent over its pipe (``TokensIssued.login``); both sides decode them here and only
+to the parent over its pipe (``TokensIssued.record``); both sides decode them here and only
 here, so a record is either a valid ``StoredLogin`` or an ``InvalidLoginRecord``.
 
 Guarantees:
@@ -179,7 +179,7 @@ class StoredLogin:
 
     @classmethod
     def from_dict(cls, data: object) -> StoredLogin:
-        """Validate a decoded record (a token file's JSON, or ``TokensIssued.login``).
+        """Validate a decoded record (a token file's JSON, or ``TokensIssued.record``).
 
         Raises:
             InvalidLoginRecord: anything but a valid version-1 record; never another error.

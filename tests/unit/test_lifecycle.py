@@ -28,7 +28,7 @@ READY = m.ServerReady(port=1)
 STARTED = m.AuthorizationStarted(url="u", state="s")
 REJECTED = m.CallbackRejected(status=400, reason="r")
 ACCEPTED = m.CallbackAccepted(source="http")
-TOKENS = m.TokensIssued(login={}, interactive=True)
+TOKENS = m.TokensIssued(record={}, interactive=True)
 FAILED = m.LoginFailed(kind="FlowTimeout", message="m")
 
 
@@ -123,7 +123,7 @@ def test_an_accepted_callback_disarms_pastes() -> None:
 
 @pytest.mark.parametrize(("state", "interactive"), [(S.EXCHANGING, True), (S.LISTENING, False)])
 def test_tokens_succeed_before_they_are_saved(state: LoginState, interactive: bool) -> None:
-    step = MACHINE.advance(state, m.TokensIssued(login=LOGIN_RECORD, interactive=interactive))
+    step = MACHINE.advance(state, m.TokensIssued(record=LOGIN_RECORD, interactive=interactive))
     assert step.state is S.SUCCEEDED
     succeed, save = step.actions
     assert isinstance(succeed, Succeed) and isinstance(save, Save)
@@ -133,7 +133,7 @@ def test_tokens_succeed_before_they_are_saved(state: LoginState, interactive: bo
 
 
 def test_tokens_that_do_not_decode_are_a_crash_not_a_success() -> None:
-    step = MACHINE.advance(S.EXCHANGING, m.TokensIssued(login={"version": 1}, interactive=True))
+    step = MACHINE.advance(S.EXCHANGING, m.TokensIssued(record={"version": 1}, interactive=True))
     assert step.state is S.FAILED
     [fail] = step.actions
     assert isinstance(fail, Fail) and isinstance(fail.error, FlowCrashed)
@@ -188,7 +188,7 @@ ALL_MESSAGES: tuple[m.Message, ...] = (
     STARTED,
     REJECTED,
     ACCEPTED,
-    m.TokensIssued(login=LOGIN_RECORD, interactive=True),
+    m.TokensIssued(record=LOGIN_RECORD, interactive=True),
     TOKENS,  # an empty record: does not decode
     FAILED,
     m.Shutdown(),
@@ -210,5 +210,5 @@ def test_the_machine_agrees_with_the_table_and_ends_with_exactly_one_verdict(
         expected = next_state(state, message)
     except m.ProtocolViolation:
         expected = S.FAILED
-    if not (isinstance(message, m.TokensIssued) and not message.login):
+    if not (isinstance(message, m.TokensIssued) and not message.record):
         assert step.state is expected

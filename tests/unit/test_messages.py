@@ -51,7 +51,7 @@ EVERY_MESSAGE: list[m.Message] = [
     m.AuthorizationStarted(url="http://127.0.0.1:9/authorize?state=s", state="s"),
     m.CallbackRejected(status=400, reason="state does not match"),
     m.CallbackAccepted(source="paste"),
-    m.TokensIssued(login={"tokens": {"access_token": "t"}}, interactive=True),
+    m.TokensIssued(record={"tokens": {"access_token": "t"}}, interactive=True),
     m.LoginFailed(kind="FlowTimeout", message="too slow"),
 ]
 
@@ -92,7 +92,7 @@ CURRENT = b'{"v":%d,' % m.PROTOCOL_VERSION
         CURRENT + b'"type":"ServerReady","port":"80"}\n',  # wrong type
         CURRENT + b'"type":"ServerReady","port":true}\n',  # bool is not an int here
         CURRENT + b'"type":"ServerReady","port":1,"extra":2}\n',
-        CURRENT + b'"type":"TokensIssued","login":[],"interactive":true}\n',
+        CURRENT + b'"type":"TokensIssued","record":[],"interactive":true}\n',
         CURRENT + b'"type":"StartLogin","name":"n"}\n',
     ],
 )
@@ -110,7 +110,7 @@ def test_decode_rejects_an_overlong_line() -> None:
     "message",
     [
         m.DeliverCallback(query="code=SECRETCODE&state=SECRETSTATE"),
-        m.TokensIssued(login={"access_token": "SECRETTOKEN"}, interactive=False),
+        m.TokensIssued(record={"access_token": "SECRETTOKEN"}, interactive=False),
         m.AuthorizationStarted(url="http://x/?state=SECRETSTATE", state="SECRETSTATE"),
         EVERY_MESSAGE[1],
     ],

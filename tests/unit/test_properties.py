@@ -57,7 +57,7 @@ KEYS = st.one_of(
             "v",
             "type",
             "port",
-            "login",
+            "record",
             "url",
             "oauth",
         ]
