@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from bounded_calls import bounded
 
 from portlease import (
     InvalidHost,
@@ -608,30 +609,6 @@ def test_cli_usage_error_exits_2() -> None:
 
 #: A lease file that is valid JSON but nested past the parser's recursion limit.
 NESTED = b"[" * 100_000 + b"]" * 100_000
-#: What a FIFO must never cost: the call returns at once; this only has to beat "forever".
-PROMPT = 5.0
-
-
-def in_thread(call: Callable[[], object], timeout: float = PROMPT) -> object:
-    """Run ``call`` in a daemon thread; fail (not hang the suite) if it blocks past ``timeout``."""
-    import threading
-
-    outcome: list[object] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as exc:  # handed to the test thread below
-            failure.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    assert not worker.is_alive(), f"blocked for more than {timeout} s"
-    if failure:
-        raise failure[0]
-    return outcome[0]
 
 
 def kept_aside(registry: Registry) -> Path:
@@ -643,7 +620,7 @@ def test_fifo_as_lease_file_is_kept_aside_at_once(registry: Registry) -> None:
     os.mkfifo(registry.lease_file, 0o600)
     started = time.monotonic()
     with pytest.warns(PortleaseWarning, match=r"\(a FIFO, not a regular file\); moved it aside"):
-        assert in_thread(registry.list) == []
+        assert bounded(registry.list) == []
     assert time.monotonic() - started < 1.0
     assert stat.S_ISFIFO(kept_aside(registry).stat().st_mode)  # kept, not deleted
     assert not registry.lease_file.exists()
@@ -684,7 +661,7 @@ def test_huge_sparse_lease_file_is_kept_aside_unread(registry: Registry) -> None
     registry.lease_file.touch()
     os.truncate(registry.lease_file, 2 * 1024**3)
     with pytest.warns(PortleaseWarning, match="2147483648 bytes, more than"):
-        assert in_thread(registry.list) == []
+        assert bounded(registry.list) == []
     assert kept_aside(registry).stat().st_size == 2 * 1024**3
 
 
@@ -714,7 +691,7 @@ def test_fifo_in_place_of_the_temporary_file_is_kept_aside(registry: Registry) -
     temp = registry.directory / "leases.json.tmp"
     os.mkfifo(temp, 0o600)
     with pytest.warns(PortleaseWarning, match="leases.json.tmp was in the way"):
-        lease = in_thread(lambda: registry.acquire("after"))
+        lease = bounded(lambda: registry.acquire("after"))
     assert isinstance(lease, Lease)
     with lease:
         assert [r.id for r in registry.list()] == [lease.id]

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+from bounded_calls import bounded
 
 from portlease.statefile import (
     UnreadableStateFile,
@@ -25,31 +24,7 @@ from portlease.statefile import (
 )
 
 LIMIT = 64 * 1024
-#: Generous for a call that must not block at all: it only has to beat "forever".
-PROMPT = 5.0
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-
-T = TypeVar("T")
-
-
-def bounded(call: Callable[[], T], timeout: float = PROMPT) -> T:
-    """Run ``call`` in a daemon thread; fail (not hang) if it does not return in ``timeout``."""
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as exc:  # handed to the test thread below
-            failure.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    assert not worker.is_alive(), f"still blocked after {timeout} s"
-    if failure:
-        raise failure[0]
-    return outcome[0]
 
 
 def fifo(path: Path) -> Path:
