@@ -5,15 +5,16 @@ Uses filelock's public ``lock_descriptor`` / ``unlock_descriptor``: the same nat
 ``FileLock("…/leases.json.lock")`` another tool may take, but without ``FileLock``'s per-acquire
 bookkeeping (reentrancy, thread-local state, fork tracking, soft fallback), which costs many
 times the lock itself (``scripts/bench_lease.py`` prints both; README, "Leasing a port"). A
-registry operation holds the lock once per read-modify-write and never re-enters it, so none of that machinery is used.
+registry operation holds the lock once per read-modify-write and never re-enters it, so none
+of that machinery is used.
 
 Waiting: the first attempt never blocks. When the lock is taken, on POSIX a helper thread makes
 a *blocking* ``flock`` call and the caller waits for it with a timeout: the kernel wakes the
 waiter at the release, and a waiter burns no CPU that the holder needs (8 busy processes on 2
 cores in scripts/bench_lease.py). Polling, filelock's way (50 ms by default), misses short
-release windows: even a poll of a few milliseconds gave a p99 many times the hold there. If the
-timeout passes first, the thread is abandoned and releases and closes the descriptor itself whenever its
-``flock`` returns. Windows polls (every 0.1-2 ms).
+release windows: even a poll of a few milliseconds gave a p99 many times the hold there. If
+the timeout passes first, the thread is abandoned and releases and closes the descriptor
+itself whenever its ``flock`` returns. Windows polls (every 0.1-2 ms).
 
 Invariants:
     * The lock is held from ``lock_file`` to ``unlock_file``; the descriptor is opened and closed
