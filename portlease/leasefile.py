@@ -45,8 +45,8 @@ from typing import Final
 
 import filelock
 
-from portlease._lockfile import lock_file, unlock_file
 from portlease.errors import PortleaseWarning, RegistryError
+from portlease.lockfile import lock_file, unlock_file
 from portlease.records import (
     EncodedRecords,
     LeaseRecord,

@@ -19,10 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runner.flows import authorize_many, authorize_many_sync
+    from runner.host_provider import provider
     from runner.spec import FlowResult, ServerSpec
     from runner.store import TokenStore
 
-__all__ = ["FlowResult", "ServerSpec", "TokenStore", "authorize_many", "authorize_many_sync"]
+__all__ = [
+    "FlowResult",
+    "ServerSpec",
+    "TokenStore",
+    "authorize_many",
+    "authorize_many_sync",
+    "provider",
+]
 
 # Where each public name lives: a constant table, not state (nothing is cached here;
 # importlib's own module cache makes the second lookup cheap).
@@ -33,6 +41,7 @@ _HOMES = types.MappingProxyType(
         "TokenStore": "runner.store",
         "authorize_many": "runner.flows",
         "authorize_many_sync": "runner.flows",
+        "provider": "runner.host_provider",
     }
 )
 

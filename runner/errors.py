@@ -11,7 +11,8 @@ Every outcome of a login that is not a token is one of these, carried in
      ├── CallbackPortBusy
      ├── NeedsInteraction
      ├── FlowCrashed
-     └── OAuthProtocolError
+     ├── OAuthProtocolError
+     └── RefreshRefused
 
 Every class pickles and crosses the parent/child pipe by name (``to_wire`` /
 ``error_from_wire``), so a child can report a typed failure.
@@ -43,6 +44,7 @@ __all__ = [
     "LoginCleanupWarning",
     "NeedsInteraction",
     "OAuthProtocolError",
+    "RefreshRefused",
     "error_from_wire",
 ]
 
@@ -106,6 +108,14 @@ class OAuthProtocolError(FlowError):
     """Discovery, registration, token exchange or an issuer check failed."""
 
 
+class RefreshRefused(FlowError):
+    """The authorization server refused the stored refresh token (HTTP 400 or 401:
+    ``invalid_grant``, a revoked or rotated-away token, an unknown client): the tokens are
+    of no more use and a new login is needed. ``authorize_many`` handles it itself (a
+    browser login, or ``NeedsInteraction`` when ``interactive=False``); hosts that refresh
+    through ``runner.refresh`` see it."""
+
+
 class HostCallbackWarning(UserWarning):
     """A callback the host passed to ``authorize_many`` failed; the logins went on.
 
@@ -139,6 +149,7 @@ _BY_NAME: Final[Mapping[str, type[FlowError]]] = types.MappingProxyType(
             NeedsInteraction,
             FlowCrashed,
             OAuthProtocolError,
+            RefreshRefused,
         )
     }
 )

@@ -8,12 +8,16 @@ its own invariants:
   what the pure ``runner.lifecycle`` (messages) and ``runner.port_policy`` (ports) decide;
 - ``runner.child_lifetime``: a child from its start to its exit (``start_child``);
 - ``runner.launch``: how children start (zygote or spawn), never by forking this process;
+  opened lazily, at the first child (``open_lazy_launcher``);
+- ``runner.refresh``: whether a stored login is valid, and refreshing it here;
 - ``runner.offloop``: the host's browser and the file system, in daemon threads;
 - ``runner.progress``: the host's ``progress``, in order, from one daemon thread;
 - ``runner.notices``: warnings logged at once and warned when the call returns;
 - ``runner.terminal``: pasted URLs read from the terminal, only when a byte is ready.
 
 What this function adds: every spec and the timeout are checked before anything starts;
+a call whose logins are all answered from the store (valid or refreshed tokens) starts no
+process and leases no port (the launcher, a zygote on Linux, opens at the first child);
 the paste reader lives exactly as long as the logins; the progress queue is flushed for at
 most ``CALLBACK_GRACE`` seconds before returning; warnings are warned only on a normal
 return, from the caller's frame, after every child is stopped and every lease released.
@@ -30,7 +34,7 @@ import anyio
 
 from portlease import Registry
 from runner.errors import InvalidServerSpec
-from runner.launch import StartMethod, open_launcher
+from runner.launch import StartMethod, open_lazy_launcher
 from runner.notices import Notices
 from runner.offloop import Browser, system_browser
 from runner.progress import Progress, ProgressPump, log_progress
@@ -107,7 +111,10 @@ async def authorize_many(
     notices = Notices()
     pump = ProgressPump(progress if progress is not None else log_progress, notices)
     try:
-        async with open_launcher(start_method) as launcher, anyio.create_task_group() as outer:
+        async with (
+            open_lazy_launcher(start_method) as launcher,
+            anyio.create_task_group() as outer,
+        ):
             supervisor = Supervisor(
                 store=store if store is not None else TokenStore(),
                 registry=registry if registry is not None else Registry(),

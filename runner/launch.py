@@ -17,7 +17,10 @@ Windows has no ``pass_fds``; it would hand the socket over with ``socket.share()
 Both give a ``ChildProcess``: ``pid``, ``returncode``, ``stderr``, ``wait()``,
 ``terminate()``, ``kill()``. Every child runs in its own session (a terminal's Ctrl-C
 reaches only the parent). A zygote lives exactly as long as its ``open_launcher`` block;
-at the block's end it is stopped and waited for.
+at the block's end it is stopped and waited for. ``open_lazy_launcher`` opens that block
+only when a first child is started (a call whose logins are all answered from the store
+starts no process at all), in a task of its own block's task group, and ends it with the
+block.
 
 The parent talks to a zygote over one ``SOCK_SEQPACKET`` socket pair in the versioned
 messages of ``runner.zygote_protocol`` (both ends import it). A zygote that sends a packet
@@ -46,7 +49,15 @@ import psutil
 
 from runner import zygote_protocol as zp
 
-__all__ = ["ChildProcess", "Launcher", "StartMethod", "default_start_method", "open_launcher"]
+__all__ = [
+    "ChildProcess",
+    "Launcher",
+    "LazyLauncher",
+    "StartMethod",
+    "default_start_method",
+    "open_launcher",
+    "open_lazy_launcher",
+]
 
 StartMethod = Literal["zygote", "spawn"]
 
@@ -98,6 +109,86 @@ async def open_launcher(method: StartMethod | None = None) -> AsyncIterator[Laun
             yield zygote
     else:
         raise ValueError(f"start_method must be 'zygote' or 'spawn', not {method!r}")
+
+
+def _check_method(method: StartMethod | None) -> StartMethod:
+    method = method or default_start_method()
+    if method not in ("zygote", "spawn"):
+        raise ValueError(f"start_method must be 'zygote' or 'spawn', not {method!r}")
+    return method
+
+
+class LazyLauncher:
+    """A launcher that opens the real one (``open_launcher``) at its first ``start``.
+
+    The real launcher's block runs in a task of the owner's task group
+    (``open_lazy_launcher``) and ends when the owner's block ends; until a first start,
+    nothing is started. A launcher that failed to open fails every later start the same
+    way (``LauncherError``), without trying again.
+    """
+
+    def __init__(self, method: StartMethod, owner: anyio.abc.TaskGroup) -> None:
+        self.method: StartMethod = method
+        self._owner = owner
+        self._opening = anyio.Lock()
+        self._launcher: Launcher | None = None
+        self._failure: str | None = None
+        self._closing = anyio.Event()
+        self._closed = False
+
+    @property
+    def opened(self) -> bool:
+        """Whether the real launcher was opened (a zygote started, for ``"zygote"``)."""
+        return self._launcher is not None
+
+    async def start(self, listener: socket.socket, channel: socket.socket) -> ChildProcess:
+        launcher = await self._open()
+        return await launcher.start(listener, channel)
+
+    async def _open(self) -> Launcher:
+        async with self._opening:
+            if self._launcher is not None:
+                return self._launcher
+            if self._failure is not None:
+                raise LauncherError(self._failure)
+            if self._closed:
+                raise LauncherError("the launcher is closed")
+            try:
+                launcher: Launcher = await self._owner.start(self._keep_open)
+            except Exception as exc:
+                self._failure = f"the launcher could not be opened: {type(exc).__name__}: {exc}"
+                raise LauncherError(self._failure) from exc
+            self._launcher = launcher
+            return launcher
+
+    async def _keep_open(
+        self, *, task_status: anyio.abc.TaskStatus[Launcher] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with open_launcher(self.method) as launcher:
+            task_status.started(launcher)
+            await self._closing.wait()
+
+    def close(self) -> None:
+        """End the real launcher's block (the owner's task group waits for it)."""
+        self._closed = True
+        self._closing.set()
+
+
+@contextlib.asynccontextmanager
+async def open_lazy_launcher(method: StartMethod | None = None) -> AsyncIterator[LazyLauncher]:
+    """A ``LazyLauncher`` for the duration of the block; at its end the real launcher, if
+    one was opened, is stopped and waited for (a zygote: as at ``open_launcher``'s end).
+
+    Raises:
+        ValueError: ``method`` is not a start method (at once, before anything starts).
+    """
+    checked = _check_method(method)
+    async with anyio.create_task_group() as owner:
+        lazy = LazyLauncher(checked, owner)
+        try:
+            yield lazy
+        finally:
+            lazy.close()
 
 
 def _child_env() -> dict[str, str]:

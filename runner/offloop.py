@@ -1,5 +1,5 @@
 """Calls that must not run on the event loop, each in a daemon thread of its own: the
-host's ``browser``, token-store reads and writes, lease releases.
+host's ``browser``, token-store reads and writes, a server's login lock, lease releases.
 
 Invariants:
 
@@ -12,7 +12,10 @@ Invariants:
 - what these calls raise is contained: a warning (``HostCallbackWarning``,
   ``TokenStoreWarning``) and, for the browser, a progress sentence with the URL; never a
   cancelled login or a lost result. Only the lease release reports its failure to the
-  caller (the supervisor words that warning).
+  caller (the supervisor words that warning);
+- ``holding`` never leaks a login lock: taken in a daemon thread, released in one
+  (shielded) when the block ends however it ends, and a lock that a cancelled wait
+  obtains after all is released by the thread that obtained it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import logging
 import sys
 import threading
 import webbrowser
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, TypeVar
 
 import anyio
@@ -39,7 +42,9 @@ from runner.stored import StoredLogin
 
 __all__ = [
     "Browser",
+    "LoginLock",
     "LoginStore",
+    "holding",
     "in_daemon_thread",
     "load_login",
     "open_browser",
@@ -56,7 +61,13 @@ Browser = Callable[[str, ServerSpec], object]
 """Opens an authorization URL for a person; called in a daemon thread (it may block)."""
 
 
-class LoginStore(Protocol):
+class LoginLock(Protocol):
+    """A store's per-server login lock (``runner.store.TokenStore.hold``)."""
+
+    def hold(self, name: str, timeout: float) -> contextlib.AbstractContextManager[None]: ...
+
+
+class LoginStore(LoginLock, Protocol):
     """What the supervisor needs of a token store (``runner.store.TokenStore``)."""
 
     def load(self, name: str) -> StoredLogin | None: ...
@@ -102,6 +113,52 @@ async def in_daemon_thread(name: str, call: Callable[[], _T]) -> _T:
     if not outcome:  # it raised a BaseException (SystemExit) that ended the thread
         raise RuntimeError(f"{name}: the call ended without a result")
     return outcome[0]
+
+
+@contextlib.asynccontextmanager
+async def holding(store: LoginLock, name: str, timeout: float) -> AsyncIterator[None]:
+    """``store.hold(name, timeout)`` for a block on an event loop: the lock is taken in a
+    daemon thread (the loop never waits on it) and released in one, shielded, when the
+    block ends (normally, by an exception, or cancelled).
+
+    Cancelled while waiting for the lock: the wait is abandoned, and if the thread gets the
+    lock after all it releases it at once itself; nothing stays locked.
+
+    Raises:
+        whatever ``hold`` raises (``runner.store.TokenStoreError``: held past ``timeout``).
+    """
+    held = store.hold(name, timeout)
+    guard = threading.Lock()
+    gave_up = False
+    entered = False
+
+    def take() -> None:
+        nonlocal entered
+        held.__enter__()
+        with guard:
+            if not gave_up:
+                entered = True
+                return
+        held.__exit__(None, None, None)  # the caller left meanwhile: nobody else will
+
+    def release() -> None:
+        held.__exit__(None, None, None)
+
+    try:
+        await in_daemon_thread(f"runner-lock-{name}", take)
+    except BaseException:
+        with guard:
+            gave_up = True
+            release_now = entered
+        if release_now:  # taken, but the news came too late (cancelled on the way back)
+            with anyio.CancelScope(shield=True):
+                await in_daemon_thread(f"runner-unlock-{name}", release)
+        raise
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await in_daemon_thread(f"runner-unlock-{name}", release)
 
 
 async def open_browser(

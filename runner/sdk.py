@@ -21,6 +21,7 @@ and does not do"):
 
 from __future__ import annotations
 
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -45,6 +46,7 @@ __all__ = [
     "code_result",
     "drive_login",
     "error_from_sdk",
+    "http_client_module",
     "issuer_expectation",
     "snapshot",
 ]
@@ -60,6 +62,13 @@ _INITIALIZE: Final = {
         "clientInfo": {"name": "mcp-oauth-flows", "version": "0.1"},
     },
 }
+
+
+def http_client_module() -> types.ModuleType:
+    """The HTTP client module the installed SDK is built on (``httpx2`` on mcp 2.x; mcp
+    1.x uses ``httpx``): the one place that says which, for requests the runner makes
+    itself (``runner.refresh``)."""
+    return httpx2
 
 
 class MemoryStorage:

@@ -28,11 +28,19 @@ Guarantees:
 - ``delete`` removes the name itself: a symlink in a token file's place is unlinked, its
   target is left alone;
 - only the parent process writes here (children report over their pipe);
+- ``hold(name, timeout)`` is one server's login lock across processes: an exclusive
+  ``flock`` on ``<dir>/<name>.lock`` (``portlease.lockfile``), created 0600 and never
+  deleted or moved (waiters share its inode), never followed if a symlink stands there.
+  It waits at most ``timeout`` seconds, then ``TokenStoreError`` naming the file. The
+  kernel drops it when its holder dies, so a waiter takes over from a dead leader. It
+  guards the whole of a login (load, refresh or browser flow, save), not single file
+  operations: ``load`` and ``save`` do not take it (``os.replace`` keeps readers safe);
 - nothing here logs a token or a secret (messages name files and fields, never values).
 
-Not guaranteed: durability across a power cut (no fsync of the directory), or
-coordination between two processes logging in to the same server at once (a later
-issue adds single flight). Every call does blocking disk I/O: call it off an event loop.
+Not guaranteed: durability across a power cut (no fsync of the directory); exclusion
+between processes that do not take ``hold``, or over a network file system (``flock`` is
+advisory and local). Every call does blocking disk I/O: call it off an event loop
+(``runner.offloop.holding`` for ``hold``).
 """
 
 from __future__ import annotations
@@ -44,9 +52,13 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+import filelock
+
+from portlease.lockfile import lock_file, unlock_file
 from portlease.statefile import (
     UnreadableStateFile,
     UnsafeDirectory,
@@ -57,10 +69,14 @@ from portlease.statefile import (
 from runner.spec import check_server_name
 from runner.stored import STORE_VERSION, InvalidLoginRecord, StoredLogin
 
+if TYPE_CHECKING:
+    from runner.host_provider import StoreTokenStorage
+
 __all__ = [
     "MAX_TOKEN_FILE_BYTES",
     "STORE_VERSION",
     "InvalidLoginRecord",
+    "LoginLockTimeout",
     "StoredLogin",
     "TokenStore",
     "TokenStoreError",
@@ -82,13 +98,15 @@ class TokenStoreWarning(UserWarning):
 class TokenStoreError(Exception):
     """The store cannot do what was asked; nothing was moved aside or deleted.
 
-    Raised by ``TokenStore`` (its constructor, ``load``, ``save``, ``delete``) when:
+    Raised by ``TokenStore`` (its constructor, ``load``, ``save``, ``delete``, ``hold``) when:
 
     - its directory is unsafe: owned by another user, group- or world-writable, not a
       directory, or cannot be created;
     - reading or writing failed for a reason of the moment (``EMFILE``, ``EIO``, ``ENOSPC``,
       a permission error on the directory), so the file may be fine and stays where it is;
-    - an unreadable token file could not be moved aside.
+    - an unreadable token file could not be moved aside;
+    - ``hold``: another process kept the server's login lock past the timeout, or the lock
+      file cannot be opened.
 
     ``str(err)`` names the file or directory, what is wrong and what to do; ``path`` is that
     file or directory.
@@ -101,6 +119,11 @@ class TokenStoreError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.path, self.message))
+
+
+class LoginLockTimeout(TokenStoreError):
+    """``hold`` waited its whole timeout: another process kept the server's login lock
+    (it is logging in to that server, or refreshing its tokens)."""
 
 
 def default_store_dir() -> Path:
@@ -154,6 +177,52 @@ class TokenStore:
         except UnsafeDirectory as exc:
             raise TokenStoreError(self.directory, f"token store refused: {exc.message}") from None
         return True
+
+    def lock_path_for(self, name: str) -> Path:
+        """``<directory>/<name>.lock``, the file ``hold`` locks.
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+        """
+        return self.directory / f"{check_server_name(name)}.lock"
+
+    @contextlib.contextmanager
+    def hold(self, name: str, timeout: float) -> Iterator[None]:
+        """Hold ``name``'s login lock for the block: exclusive across processes (and across
+        threads and ``TokenStore`` objects of one process), released at the block's end or
+        by the kernel when this process dies.
+
+        Blocks up to ``timeout`` seconds (a waiting helper thread, ``portlease.lockfile``);
+        on an event loop use ``runner.offloop.holding``. Not reentrant: holding it twice in
+        one process waits for oneself.
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+            LoginLockTimeout: another process held it for ``timeout`` seconds (a
+                ``TokenStoreError``).
+            TokenStoreError: the directory is unsafe or cannot be created, or the lock
+                file cannot be opened (a directory or a symlink in its place).
+        """
+        path = self.lock_path_for(name)
+        self._check_directory(create=True)
+        try:
+            fd = lock_file(os.fspath(path), max(0.0, timeout))
+        except filelock.Timeout:
+            raise LoginLockTimeout(
+                path,
+                f"{name}: its login is held by another process (lock {path}) and was not "
+                f"released within {max(0.0, timeout):g} s",
+            ) from None
+        except OSError as exc:
+            raise TokenStoreError(
+                path,
+                f"cannot lock {path} ({_why(exc)}); if something other than a plain file "
+                "stands there, remove it",
+            ) from exc
+        try:
+            yield
+        finally:
+            unlock_file(fd)
 
     def path_for(self, name: str) -> Path:
         """``<directory>/<name>.json``.
@@ -269,3 +338,20 @@ class TokenStore:
                 path, f"cannot remove token file {path} ({_why(exc)}); remove it by hand"
             ) from exc
         return True
+
+    def storage(self, name: str, *, server_url: str | None = None) -> StoreTokenStorage:
+        """The SDK's ``TokenStorage`` protocol over ``name``'s file, for a host that builds
+        its own ``OAuthClientProvider`` (``runner.provider`` builds one that also refreshes
+        under ``hold`` and logs in through the runner).
+
+        Reads and writes run off the event loop; every write is a whole record through
+        ``save`` (atomic, 0600), keeping the stored registration and server metadata.
+        ``server_url`` is needed only to write the first record of a server with none yet.
+        It does not take ``hold``. See ``runner.host_provider.StoreTokenStorage``.
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+        """
+        from runner.host_provider import StoreTokenStorage  # that module imports this one
+
+        return StoreTokenStorage(self, name, server_url=server_url)

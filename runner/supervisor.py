@@ -52,6 +52,8 @@ from runner.errors import (
     FlowTimeout,
     HostCallbackWarning,
     LoginCleanupWarning,
+    NeedsInteraction,
+    RefreshRefused,
 )
 from runner.launch import ChildProcess, Launcher
 from runner.lifecycle import (
@@ -73,17 +75,27 @@ from runner.notices import Notices
 from runner.offloop import (
     Browser,
     LoginStore,
+    holding,
     load_login,
     open_browser,
     release_lease,
     save_login,
 )
 from runner.port_policy import IfTaken, PortPlan, plan_port
+from runner.refresh import LoginStatus, login_status, refresh_login
 from runner.routing import Deliver, PasteRouter
 from runner.spec import FlowResult, ServerSpec
+from runner.store import LoginLockTimeout, TokenStoreError, TokenStoreWarning
 from runner.stored import StoredLogin
 
-__all__ = ["CALLBACK_GRACE", "Outcome", "PortLease", "PortRegistry", "Supervisor"]
+__all__ = [
+    "CALLBACK_GRACE",
+    "REFRESH_TIMEOUT",
+    "Outcome",
+    "PortLease",
+    "PortRegistry",
+    "Supervisor",
+]
 
 logger = logging.getLogger("runner")
 
@@ -93,6 +105,12 @@ CALLBACK_GRACE: Final = 2.0
 # How much earlier than ours the child's own deadline comes, so that it can say why it
 # stopped before we stop it.
 _CHILD_DEADLINE_MARGIN: Final = 0.25
+# How much later than the login's deadline its wait for the login lock gives up: the
+# deadline comes first and explains the wait (``Outcome.doing``).
+_LOCK_SLACK: Final = 1.0
+#: The longest a refresh in the parent may take (the login's deadline, if sooner): a token
+#: endpoint that does not answer leaves the rest of the time to the full login.
+REFRESH_TIMEOUT: Final = 30.0
 
 
 class PortLease(Protocol):
@@ -268,6 +286,41 @@ class Supervisor:
     async def _login(
         self, spec: ServerSpec, limit: float, deadline: float, outcome: Outcome
     ) -> None:
+        # One login per server across processes: a sibling logging in to (or refreshing)
+        # this server holds the lock; its result is read below once it is done. Kept if the
+        # deadline cancels the wait, to explain the timeout. The lock's own timeout comes a
+        # moment after the deadline, so that the deadline explains it.
+        outcome.doing = "another process's login to this server"
+        entered = False
+        try:
+            async with holding(self.store, spec.name, deadline - time.monotonic() + _LOCK_SLACK):
+                entered = True
+                outcome.doing = None
+                await self._login_held(spec, limit, deadline, outcome)
+        except LoginLockTimeout as exc:
+            if entered:
+                raise
+            raise FlowTimeout(
+                f"{spec.name}: another process is logging in to this server ({exc})"
+            ) from None
+        except TokenStoreError as exc:
+            if entered:
+                raise  # from the login itself, not the lock: not ours to explain
+            # No lock file (an unsafe directory, a directory in its place): log in anyway,
+            # as when the store cannot be read; nothing is shared with a sibling then.
+            outcome.doing = None
+            self.notices.warn(
+                TokenStoreWarning,
+                f"{spec.name}: its login lock could not be taken ({exc}); it logs in without it",
+            )
+            await self._login_held(spec, limit, deadline, outcome)
+
+    async def _login_held(
+        self, spec: ServerSpec, limit: float, deadline: float, outcome: Outcome
+    ) -> None:
+        """The login, once this process may log in to the server: stored tokens that are
+        valid are the result; expired ones are refreshed here; only a login that needs the
+        server's OAuth flow (a person, or the SDK) leases a port and starts a child."""
         # Kept if the deadline cancels the read, to explain the timeout.
         outcome.doing = "reading its stored login"
         stored = await load_login(self.store, spec.name, self.notices)
@@ -276,6 +329,15 @@ class Supervisor:
             # Tokens and a registration belong to the server that issued them.
             self.progress(spec.name, f"stored login is for {stored.server_url}; not reused")
             stored = None
+        status = _fast_status(spec, stored)
+        if stored is not None and status is LoginStatus.VALID:
+            self.progress(spec.name, "using its stored login")
+            outcome.login = stored
+            return
+        if stored is not None and status is LoginStatus.REFRESHABLE:
+            stored = await self._refresh(spec, stored, deadline, outcome)
+            if outcome.login is not None or outcome.error is not None:
+                return
         lease = await self._lease(spec, plan_port(spec, stored, deadline - time.monotonic()))
         outcome.port = lease.port
         try:
@@ -283,6 +345,44 @@ class Supervisor:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._release(spec, lease)
+
+    async def _refresh(
+        self, spec: ServerSpec, stored: StoredLogin, deadline: float, outcome: Outcome
+    ) -> StoredLogin | None:
+        """Refresh ``stored`` here, in the parent (no port, no child, no person).
+
+        Refreshed: saved, and ``outcome.login``. Refused (a new login is needed): the dead
+        tokens are dropped from the store (the client registration is kept) and, when no
+        person may be asked, ``outcome.error`` is ``NeedsInteraction``. Either way, or when
+        the refresh failed otherwise, returns the record the child login starts from.
+        """
+        self.progress(spec.name, "refreshing its stored login")
+        outcome.doing = "refreshing its stored login"
+        try:
+            login = await refresh_login(
+                stored, timeout=min(REFRESH_TIMEOUT, max(0.1, deadline - time.monotonic()))
+            )
+        except RefreshRefused as exc:
+            outcome.doing = None
+            dropped = _without_tokens(stored)
+            await save_login(self.store, spec.name, dropped, self.notices)
+            if not self.interactive:
+                outcome.error = NeedsInteraction(
+                    f"{spec.name}: its stored login was refused ({exc}); a new login needs "
+                    "a person (interactive=False)"
+                )
+                return dropped
+            self.progress(spec.name, "the server refused the stored login; logging in again")
+            return dropped
+        except FlowError as exc:
+            # The SDK in the child may still refresh (or log in): it gets the record as is.
+            outcome.doing = None
+            self.progress(spec.name, f"could not refresh here ({exc}); trying the full login")
+            return stored
+        outcome.doing = None
+        outcome.login = login
+        await save_login(self.store, spec.name, login, self.notices)
+        return login
 
     async def _run_child(
         self,
@@ -448,6 +548,31 @@ class Supervisor:
 
     def _cleanup_failed(self, spec: ServerSpec, message: str) -> None:
         self.notices.warn(LoginCleanupWarning, f"{spec.name}: {message}")
+
+
+def _fast_status(spec: ServerSpec, stored: StoredLogin | None) -> LoginStatus:
+    """What the stored login is good for here; a login whose client is not the configured
+    one (``client_id`` in the spec) goes to the child, which registers as configured."""
+    if stored is None:
+        return LoginStatus.NEEDS_LOGIN
+    if spec.client_id is not None and (
+        stored.client_info is None or stored.client_info.client_id != spec.client_id
+    ):
+        return LoginStatus.NEEDS_LOGIN
+    return login_status(stored, now=time.time())
+
+
+def _without_tokens(stored: StoredLogin) -> StoredLogin:
+    """``stored`` with its refused tokens made useless: no refresh token, expired; the
+    client registration and server metadata kept (a record always holds tokens, so the
+    dead access token stays, expired: nothing will send it)."""
+    return StoredLogin(
+        server_url=stored.server_url,
+        tokens=stored.tokens.model_copy(update={"refresh_token": None}),
+        expires_at=min(stored.expires_at or 0.0, time.time() - 1.0),
+        client_info=stored.client_info,
+        oauth_metadata=stored.oauth_metadata,
+    )
 
 
 def _crashed(spec: ServerSpec, code: int | None, stderr_tail: bytearray) -> FlowCrashed:

@@ -11,7 +11,12 @@ Invariants:
       unknown to every other.
     - It runs on the sandbox loop only, and nothing awaits between a check and its update, so
       single-use codes and refresh rotation hold under concurrent requests. The set of issued
-      access tokens is the one thing read from other threads, under a lock, as a copy.
+      access tokens and the grant counters are the only things read from other threads,
+      under a lock, as copies; :meth:`Provider.forget_refresh_tokens` runs on the loop too
+      (``ServerLoop.call``).
+    - Counters (:meth:`Provider.grant_counts`): ``authorize`` counts ``/authorize``
+      requests that issued a code; ``authorization_code`` and ``refresh_token`` count the
+      token grants served (tokens issued).
     - Whatever a knob holds back (a delayed ``/authorize``, a hung token exchange) is
       released when the sandbox's ``stopping`` event is set.
     - Tokens are opaque random strings held in memory until the sandbox stops; they are
@@ -24,6 +29,8 @@ import asyncio
 import secrets
 import threading
 import time
+import types
+from collections.abc import Mapping
 from typing import Final
 
 from mcp.server.auth.provider import (
@@ -45,6 +52,8 @@ from runner.sandbox.settings import SCOPE
 __all__ = ["Provider"]
 
 _CODE_TTL: Final = 300.0
+#: The counters :meth:`Provider.grant_counts` reports, all present from the start.
+COUNTERS: Final = ("authorize", "authorization_code", "refresh_token")
 _SUBJECT: Final = "sandbox-user"
 
 
@@ -85,10 +94,27 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, _RefreshToken
         self._refresh: dict[str, _RefreshToken] = {}
         self._issued_lock = threading.Lock()
         self._issued: set[str] = set()
+        self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # under _issued_lock
 
     def issued(self) -> set[str]:
         with self._issued_lock:
             return set(self._issued)
+
+    def grant_counts(self) -> Mapping[str, int]:
+        """A copy of the counters (any thread)."""
+        with self._issued_lock:
+            return types.MappingProxyType(dict(self._counts))
+
+    def _count(self, counter: str) -> None:
+        with self._issued_lock:
+            self._counts[counter] += 1
+
+    def forget_refresh_tokens(self) -> None:
+        """Forget every refresh token issued so far, as when the user revokes access (loop
+        thread only). Access tokens stay valid until they expire."""
+        self._refresh.clear()
+        for access in self._access.values():
+            access.refresh_token = None
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
         return self._clients.get(client_id)
@@ -119,6 +145,7 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, _RefreshToken
                 iss=iss,
             )
         code = secrets.token_urlsafe(32)
+        self._count("authorize")
         self._codes[code] = AuthorizationCode(
             code=code,
             scopes=params.scopes or self._registered_scopes(client),
@@ -148,6 +175,7 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, _RefreshToken
             raise TokenError("invalid_grant", "the sandbox is stopping")
         if self._codes.pop(authorization_code.code, None) is None:
             raise TokenError("invalid_grant", "authorization code was already used")
+        self._count("authorization_code")
         return self._issue(
             authorization_code.client_id,
             authorization_code.scopes,
@@ -173,6 +201,7 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, _RefreshToken
         # until it expires.
         if self._refresh.pop(refresh_token.token, None) is None:
             raise TokenError("invalid_grant", "refresh token was already used")
+        self._count("refresh_token")
         return self._issue(
             refresh_token.client_id, scopes, refresh_token.resource, refresh_token.subject
         )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import threading
+import types
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Literal, Self
@@ -28,6 +29,7 @@ from typing import Literal, Self
 from runner.sandbox.behaviour import Behaviour
 from runner.sandbox.browser import ConsentBrowser
 from runner.sandbox.errors import SandboxError
+from runner.sandbox.provider import COUNTERS
 from runner.sandbox.serving import SandboxServer, ServerLoop, Slot, bind_loopback
 from runner.sandbox.settings import auth_settings
 
@@ -194,6 +196,33 @@ class Sandbox:
         """
         provider = self._slot(name).provider
         return provider.issued() if provider is not None else set()
+
+    def grant_counts(self, name: str) -> Mapping[str, int]:
+        """What the server called ``name`` has served so far (a copy; any thread):
+        ``"authorize"``: ``/authorize`` requests that issued a code; ``"authorization_code"``
+        and ``"refresh_token"``: token grants of that type that issued tokens.
+
+        Raises:
+            KeyError: No server has that name.
+        """
+        provider = self._slot(name).provider
+        if provider is None:
+            return types.MappingProxyType(dict.fromkeys(COUNTERS, 0))
+        return provider.grant_counts()
+
+    def revoke_refresh_tokens(self, name: str) -> None:
+        """Make the server called ``name`` forget every refresh token it has issued, as
+        when the user revokes the client's access: a later refresh is ``invalid_grant``.
+        Its access tokens stay valid until they expire. Returns once done (any thread).
+
+        Raises:
+            KeyError: No server has that name.
+            SandboxError: The sandbox is not running.
+        """
+        provider = self._slot(name).provider
+        if provider is None or self._servers is None:
+            raise SandboxError("the sandbox is not running")
+        self._servers.call(provider.forget_refresh_tokens, self._stop_timeout)
 
     @property
     def browser_calls(self) -> int:

@@ -20,13 +20,15 @@ Invariants:
       back, ends the MCP sessions (and so their open event streams) and then uvicorn, so a
       stop is bounded; it works from any thread, and before the loop exists.
     - The loop thread owns the providers, apps and uvicorn servers; the caller's thread
-      touches only the thread-safe events, the loop's ``call_soon_threadsafe`` and
-      :meth:`Provider.issued`.
+      touches only the thread-safe events, the loop's ``call_soon_threadsafe`` (also
+      through :meth:`ServerLoop.call`), :meth:`Provider.issued` and
+      :meth:`Provider.grant_counts`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import socket
 import sys
@@ -181,6 +183,35 @@ class ServerLoop:
             return False
         self._thread.join(timeout)
         return self._thread.is_alive()
+
+    def call(self, function: Callable[[], None], timeout: float) -> None:
+        """Run ``function()`` on the loop thread and wait for it (up to ``timeout`` s).
+
+        Raises:
+            SandboxError: The loop is not running, or did not run it in time.
+            Exception: whatever ``function`` raised.
+        """
+        loop = self._loop
+        if loop is None or self._stop_requested.is_set():
+            raise SandboxError("the sandbox is not running")
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                function()
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # the loop has just ended
+            raise SandboxError("the sandbox is not running") from None
+        try:
+            done.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise SandboxError(f"the sandbox loop did not answer within {timeout} s") from None
 
     # -- the loop thread ------------------------------------------------------------------------
 

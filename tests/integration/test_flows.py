@@ -127,12 +127,12 @@ async def test_stored_tokens_log_in_silently_and_expired_ones_refresh(tmp_path: 
 
 
 def _forget_tokens(store: TokenStore, name: str) -> str:
-    """Make the stored tokens useless (no refresh); returns the stored client_id."""
+    """Make the stored tokens useless (expired, no refresh); returns the stored client_id."""
     stored = store.load(name)
     assert stored is not None and stored.client_info is not None
     stored.tokens.access_token = "revoked"
     stored.tokens.refresh_token = None
-    stored.expires_at = None
+    stored.expires_at = 1.0  # long expired: a new login, not the fast path
     store.save(name, stored)
     return stored.client_info.client_id or ""
 

@@ -9,6 +9,7 @@ close the listener copy, stop the child, wait for its exit, release) is asserted
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -130,6 +131,9 @@ class FakeStore:
     def save(self, name: str, login: StoredLogin) -> object:
         self.saved[name] = login
         return None
+
+    def hold(self, name: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -604,6 +608,7 @@ async def test_a_busy_registered_port_falls_back_to_any_and_says_so() -> None:
     stored = StoredLogin.from_dict(
         {
             **LOGIN_RECORD,
+            "expires_at": 1.0,  # expired, no refresh token: a login (not the fast path)
             "client_info": {
                 "client_id": "dyn",
                 "redirect_uris": ["http://127.0.0.1:6000/callback"],

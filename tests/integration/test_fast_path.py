@@ -1,0 +1,400 @@
+"""The fast path of authorize_many against real sandbox servers: stored logins answered from
+the parent (no zygote, no child, no lease), expired ones refreshed there, a refused refresh
+logged in again, and one login per server across processes (single flight, take-over)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from flow_helpers import ParentProcess, kill_all, wait_processes_gone, wait_until
+
+from portlease import Registry
+from portlease.registry import Registry as RegistryClass
+from runner import FlowResult, ServerSpec, TokenStore, authorize_many
+from runner.errors import NeedsInteraction
+from runner.sandbox import Sandbox, list_tools_with_token
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Browser:
+    """The sandbox's consent browser, counting its calls."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.lock = threading.Lock()
+        self.calls: list[str] = []
+
+    def __call__(self, url: str, spec: ServerSpec) -> None:
+        with self.lock:
+            self.calls.append(spec.name)
+        self.sandbox.browser(url, spec)
+
+
+class ProcessWatch:
+    """Every descendant process seen while the block runs (polled from a thread every
+    few milliseconds: a zygote lives a second or more, a login child as long as its
+    login), and every port lease acquired (a spy on ``Registry.acquire``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.seen: dict[int, str] = {}
+        self.leases: list[str] = []
+        self._stop = threading.Event()
+        original = RegistryClass.acquire
+
+        def acquire(registry: Registry, owner: str, **kwargs: Any) -> Any:
+            self.leases.append(owner)
+            return original(registry, owner, **kwargs)
+
+        monkeypatch.setattr(RegistryClass, "acquire", acquire)
+
+    def _poll(self) -> None:
+        me = psutil.Process()
+        while True:
+            for child in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    self.seen.setdefault(child.pid, " ".join(child.cmdline()))
+            if self._stop.wait(0.003):
+                return
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        thread = threading.Thread(target=self._poll, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            thread.join(5)
+
+
+async def login(sandbox: Sandbox, tmp_path: Path, **kwargs: Any) -> dict[str, FlowResult]:
+    kwargs.setdefault("browser", Browser(sandbox))
+    return await authorize_many(
+        sandbox.config(),
+        store=TokenStore(tmp_path / "tokens"),
+        registry=Registry(tmp_path / "leases"),
+        timeout=kwargs.pop("timeout", 60),
+        pastes=_nothing(),
+        **kwargs,
+    )
+
+
+async def _nothing() -> Any:
+    return
+    yield
+
+
+def counts(sandbox: Sandbox) -> dict[str, dict[str, int]]:
+    return {server.name: dict(sandbox.grant_counts(server.name)) for server in sandbox.servers}
+
+
+def expire(store: TokenStore, name: str) -> None:
+    stored = store.load(name)
+    assert stored is not None
+    stored.expires_at = 1.0  # long expired; the refresh token is still good
+    store.save(name, stored)
+
+
+async def test_a_restart_with_valid_stored_logins_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Sandbox(servers=4) as sandbox:
+        first = await login(sandbox, tmp_path)
+        assert all(r.ok and r.interactive for r in first.values()), first
+        before = counts(sandbox)
+        assert all(c == {"authorize": 1, "authorization_code": 1, "refresh_token": 0}
+                   for c in before.values()), before  # fmt: skip
+
+        watch = ProcessWatch(monkeypatch)
+        browser = Browser(sandbox)
+        started = time.monotonic()
+        with watch.watching():
+            again = await login(sandbox, tmp_path, browser=browser)
+        elapsed = time.monotonic() - started
+
+        assert watch.seen == {}, f"processes started: {watch.seen}"
+        assert watch.leases == []
+        assert Registry(tmp_path / "leases").list(stale=True) == []
+        assert counts(sandbox) == before  # not a request that grants anything
+        assert browser.calls == []
+        for name, result in again.items():
+            assert result.ok and not result.interactive and result.port is None, result
+            earlier = first[name].tokens
+            assert result.tokens is not None and earlier is not None
+            assert result.tokens.access_token == earlier.access_token
+        assert elapsed < 1.0, elapsed  # milliseconds, in fact (scripts/bench_restart.py)
+
+
+@pytest.mark.parametrize("how", ["rewritten expiry", "short token lifetime"])
+async def test_an_expired_token_is_refreshed_once_in_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # A lifetime under the 60 s margin counts as expiring: it is refreshed at once.
+    ttl = 30 if how == "short token lifetime" else 3600
+    with Sandbox(servers=1, access_token_ttl=ttl) as sandbox:
+        name = sandbox.servers[0].name
+        first = (await login(sandbox, tmp_path))[name]
+        assert first.ok and first.tokens is not None
+        store = TokenStore(tmp_path / "tokens")
+        if how == "rewritten expiry":
+            expire(store, name)
+
+        watch = ProcessWatch(monkeypatch)
+        browser = Browser(sandbox)
+        with watch.watching():
+            again = (await login(sandbox, tmp_path, browser=browser))[name]
+
+        assert again.ok and not again.interactive and again.port is None, again
+        assert watch.seen == {} and watch.leases == []
+        assert browser.calls == []
+        assert first.tokens is not None
+        assert sandbox.grant_counts(name) == {
+            "authorize": 1,
+            "authorization_code": 1,
+            "refresh_token": 1,
+        }
+        assert again.tokens is not None
+        assert again.tokens.access_token != first.tokens.access_token
+        saved = store.load(name)
+        assert saved is not None and saved.tokens == again.tokens  # saved
+        assert saved.expires_at is not None and saved.expires_at > time.time() + ttl - 10
+        assert await list_tools_with_token(sandbox.servers[0].url, again.tokens.access_token)
+
+
+async def test_a_revoked_refresh_token_means_a_new_browser_login(tmp_path: Path) -> None:
+    with Sandbox(servers=1) as sandbox:
+        name = sandbox.servers[0].name
+        first = (await login(sandbox, tmp_path))[name]
+        assert first.ok
+        store = TokenStore(tmp_path / "tokens")
+        expire(store, name)
+        registered = store.load(name)
+        assert registered is not None and registered.client_info is not None
+        sandbox.revoke_refresh_tokens(name)
+
+        browser = Browser(sandbox)
+        again = (await login(sandbox, tmp_path, browser=browser))[name]
+
+        assert again.ok and again.interactive and again.port is not None, again
+        assert browser.calls == [name]
+        assert sandbox.grant_counts(name) == {
+            "authorize": 2,
+            "authorization_code": 2,
+            "refresh_token": 0,
+        }
+        saved = store.load(name)
+        assert saved is not None and again.tokens is not None
+        assert saved.tokens == again.tokens
+        assert saved.client_info is not None  # the registration was kept, not redone
+        assert saved.client_info.client_id == registered.client_info.client_id
+    assert Registry(tmp_path / "leases").list(stale=True) == []
+
+
+async def test_a_revoked_refresh_token_without_a_person_needs_interaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Sandbox(servers=1) as sandbox:
+        name = sandbox.servers[0].name
+        assert (await login(sandbox, tmp_path))[name].ok
+        store = TokenStore(tmp_path / "tokens")
+        expire(store, name)
+        sandbox.revoke_refresh_tokens(name)
+
+        watch = ProcessWatch(monkeypatch)
+        with watch.watching():
+            again = (await login(sandbox, tmp_path, interactive=False))[name]
+
+        assert isinstance(again.error, NeedsInteraction), again
+        assert not again.ok and again.tokens is None
+        assert watch.seen == {} and watch.leases == []
+        assert sandbox.grant_counts(name)["authorize"] == 1
+        saved = store.load(name)  # the dead tokens are dropped, the registration kept
+        assert saved is not None and saved.tokens.refresh_token is None
+        assert saved.client_info is not None
+
+
+# --- two processes, one server --------------------------------------------------------------
+
+PARENT = r'''
+"""argv[1]: JSON options: config, tokens, leases, log (a file each browser call is appended
+to), ports (the sandbox's), gate (a FIFO the browser waits on before its consent, or null),
+browser ("consent" or "never": report the call, then block until killed)."""
+import hashlib
+import json
+import sys
+import threading
+
+from portlease import Registry
+from runner import TokenStore, authorize_many_sync
+from runner.sandbox.browser import ConsentBrowser
+
+options = json.loads(sys.argv[1])
+
+
+def browser(url, spec):
+    with open(options["log"], "a") as log:
+        log.write(f"{spec.name}\n")
+    print(f"BROWSER {spec.name}", flush=True)
+    if options["browser"] == "never":
+        threading.Event().wait(120)
+        return
+    if options["gate"]:
+        with open(options["gate"]) as gate:  # blocks until the test opens it for writing
+            gate.read()
+    ConsentBrowser(timeout=10).visit(url, frozenset(options["ports"]))
+
+
+def progress(name, message):
+    print(f"progress {name}: {message}", file=sys.stderr, flush=True)
+
+
+print("STARTED", flush=True)
+results = authorize_many_sync(
+    options["config"],
+    store=TokenStore(options["tokens"]),
+    registry=Registry(options["leases"]),
+    timeout=60,
+    browser=browser,
+    progress=progress,
+    interactive=True,
+)
+print("RESULTS " + json.dumps({
+    name: {
+        "ok": r.ok,
+        "error": None if r.error is None else type(r.error).__name__,
+        "interactive": r.interactive,
+        "token": None if r.tokens is None
+        else hashlib.sha256(r.tokens.access_token.encode()).hexdigest(),
+    }
+    for name, r in results.items()
+}), flush=True)
+'''
+
+
+def parent(
+    tmp_path: Path, sandbox: Sandbox, *, browser: str, gate: Path | None = None
+) -> ParentProcess:
+    script = tmp_path / "parent.py"
+    if not script.exists():
+        script.write_text(PARENT)
+    options = {
+        "config": sandbox.config(),
+        "tokens": str(tmp_path / "tokens"),
+        "leases": str(tmp_path / "leases"),
+        "log": str(tmp_path / "browser.log"),
+        "ports": [int(s.url.split(":")[2].split("/")[0]) for s in sandbox.servers],
+        "gate": None if gate is None else str(gate),
+        "browser": browser,
+    }
+    return ParentProcess(script, [json.dumps(options)])
+
+
+def results_of(process: ParentProcess) -> Mapping[str, dict[str, Any]]:
+    (line,) = process.expect_lines("RESULTS ", 1, timeout=60)
+    parsed: Mapping[str, dict[str, Any]] = json.loads(line.removeprefix("RESULTS "))
+    return parsed
+
+
+def blocked_on(lock_file: Path, pid: int) -> bool:
+    """Whether ``pid`` waits for the flock on ``lock_file`` (a blocked entry in
+    /proc/locks: ``N: -> FLOCK ADVISORY WRITE PID MAJ:MIN:INODE ...``)."""
+    try:
+        inode = os.stat(lock_file).st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if "->" in fields and "FLOCK" in fields:
+            rest = fields[fields.index("->") + 1 :]
+            if len(rest) >= 5 and rest[3] == str(pid) and rest[4].endswith(f":{inode}"):
+                return True
+    return False
+
+
+def browser_log(tmp_path: Path) -> list[str]:
+    path = tmp_path / "browser.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.timeout(120)
+def test_two_processes_logging_in_to_one_server_open_one_browser_flow(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    with Sandbox(servers=1) as sandbox:
+        name = sandbox.servers[0].name
+        lock_file = tmp_path / "tokens" / f"{name}.lock"
+        leader = parent(tmp_path, sandbox, browser="consent", gate=gate)
+        follower: ParentProcess | None = None
+        try:
+            # The leader holds the server's lock while its browser waits at the gate.
+            leader.expect_lines("BROWSER ", 1, timeout=30)
+            follower = parent(tmp_path, sandbox, browser="consent")
+            assert wait_until(lambda: blocked_on(lock_file, follower.proc.pid), 30), (
+                f"the second process never waited for the lock; stderr:\n{follower.stderr}"
+            )
+            with open(gate, "w") as opened:  # let the leader's consent go on
+                opened.write("go")
+            led, followed = results_of(leader)[name], results_of(follower)[name]
+        finally:
+            for process in (leader, follower):
+                if process is not None:
+                    process.close()
+        assert led["ok"] and led["interactive"], (led, leader.stderr)
+        assert followed["ok"] and not followed["interactive"], (followed, follower.stderr)
+        assert followed["token"] == led["token"]  # the same tokens, adopted from the store
+        assert sandbox.grant_counts(name)["authorize"] == 1
+        assert sandbox.grant_counts(name)["authorization_code"] == 1
+        assert browser_log(tmp_path) == [name]
+    assert Registry(tmp_path / "leases").list() == []
+
+
+@pytest.mark.timeout(120)
+def test_a_waiter_takes_over_from_a_killed_leader(tmp_path: Path) -> None:
+    with Sandbox(servers=1) as sandbox:
+        name = sandbox.servers[0].name
+        lock_file = tmp_path / "tokens" / f"{name}.lock"
+        leader = parent(tmp_path, sandbox, browser="never")
+        follower: ParentProcess | None = None
+        leader_family: set[int] = set()
+        try:
+            leader.expect_lines("BROWSER ", 1, timeout=30)  # it holds the lock, mid-login
+            follower = parent(tmp_path, sandbox, browser="consent")
+            assert wait_until(lambda: blocked_on(lock_file, follower.proc.pid), 30), (
+                f"the second process never waited for the lock; stderr:\n{follower.stderr}"
+            )
+            leader_family = {p.pid for p in psutil.Process(leader.proc.pid).children(True)}
+            os.kill(leader.proc.pid, signal.SIGKILL)
+            took_over = results_of(follower)[name]
+            # The leader's zygote and child stop at its pipe's end of stream.
+            assert wait_processes_gone(leader_family, 15) == []
+        finally:
+            for process in (leader, follower):
+                if process is not None:
+                    process.close()
+            kill_all(leader_family)
+        assert took_over["ok"] and took_over["interactive"], (took_over, follower.stderr)
+        assert sandbox.grant_counts(name)["authorize"] == 1  # the leader never got consent
+        assert sandbox.grant_counts(name)["authorization_code"] == 1
+        assert browser_log(tmp_path) == [name, name]  # the leader's call, then the waiter's
+        saved = TokenStore(tmp_path / "tokens").load(name)
+        assert saved is not None
+        assert hashlib.sha256(saved.tokens.access_token.encode()).hexdigest() == took_over["token"]
+    assert Registry(tmp_path / "leases").list() == []  # no live lease left
