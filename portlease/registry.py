@@ -32,7 +32,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -67,6 +67,8 @@ __all__ = ["LeaseRecords", "LeaseStates", "Registry"]
 _MAX_REMEMBERED: Final = 1024
 #: Bound on kernel-chosen ports that a live record claims before giving up (port=0).
 _MAX_PICKS: Final = 64
+#: The most ports a port set may name (hermes's CIMD document names five).
+_MAX_SET: Final = 1024
 #: Polling while waiting for a fixed port: first sleep, growth, ceiling (seconds).
 _POLL_FIRST: Final = 0.002
 _POLL_GROWTH: Final = 1.5
@@ -130,7 +132,7 @@ class Registry:
         self,
         owner: str,
         *,
-        port: int = 0,
+        port: int | Collection[int] = 0,
         host: str = "127.0.0.1",
         wait: float = 0.0,
         meta: Mapping[str, str] | None = None,
@@ -139,7 +141,13 @@ class Registry:
 
         Args:
             owner: who holds the lease (free text shown by ``portlease ls``).
-            port: 0 for any free port; N for exactly N.
+            port: 0 for any free port; N for exactly N; a set or sequence of ports (a
+                client registration that names several redirect ports, such as hermes's
+                27890-27894) for the first of them that is free, in the sequence's order
+                (a set's: ascending). When every one is held by live leases, waits up to
+                ``wait`` for the first to be released, first come, first served with the
+                other waiters for those ports; when every one is bound by processes without
+                a lease, ``PortBusy`` at once, naming them.
             host: ``"127.0.0.1"`` (default), ``"::1"`` or ``"localhost"`` (binds 127.0.0.1).
             wait: for a fixed port held by another live lease, seconds to wait for it, in
                 arrival order with other waiters; 0 gives up at once.
@@ -151,14 +159,19 @@ class Registry:
         Raises:
             InvalidHost: ``host`` is not one of the loopback spellings above.
             InvalidRequest: bad port, owner, wait or meta.
-            PortBusy: the port cannot be bound and no live lease holds it (at once).
-            LeaseTimeout: a live lease (or earlier waiters) kept the port for ``wait`` seconds.
+            PortBusy: the port cannot be bound and no live lease holds it (at once); for a
+                set, every port of it is so.
+            LeaseTimeout: a live lease (or earlier waiters) kept the port (for a set: every
+                port not bound by a foreign process) for ``wait`` seconds.
             RegistryError: the lock timed out or the lease file cannot be written.
             After any failure nothing is bound and no record or waiter entry of this call
             remains.
         """
         recorded_host, address = loopback_address(host)
-        if type(port) is not int or not 0 <= port <= 65535:
+        ports: tuple[int, ...] | None = None
+        if type(port) is not int:
+            ports = _port_set(port)
+        elif not 0 <= port <= 65535:
             raise InvalidRequest(
                 f"port must be an int in 0..65535 (0: any free port), not {port!r}"
             )
@@ -181,6 +194,9 @@ class Registry:
                 meta=meta,
             )
 
+        if ports is not None:
+            return self._acquire_set(address, ports, float(wait), record_for)
+        assert type(port) is int
         if port == 0:
             return self._acquire_any(address, record_for)
         return self._acquire_fixed(address, port, float(wait), lease_id, record_for)
@@ -292,6 +308,111 @@ class Registry:
                 self._forget_waiter(lease_id)
             raise
 
+    def _acquire_set(
+        self,
+        address: str,
+        ports: tuple[int, ...],
+        wait: float,
+        record_for: _RecordFactory,
+    ) -> Lease:
+        """The first port of ``ports`` that may be taken now, else wait for one.
+
+        Each port is judged as a fixed port is (``fixed_port_turn``). While waiting, this
+        call has one waiter entry per port held by a live lease, all with one ticket (its
+        arrival), so whichever of them is released goes to the earliest waiter for it.
+        Ports bound by foreign processes are tried again on every round.
+        """
+        start = time.monotonic()
+        deadline = start + wait
+        waiter_ids = {p: secrets.token_hex(8) for p in ports}
+        queued: set[str] = set()
+        sleep = _POLL_FIRST
+        sock: socket.socket | None = None
+        record: LeaseRecord | None = None
+        try:
+            while True:
+                foreign: dict[int, OSError] = {}
+                held: dict[int, LeaseRecord | None] = {}
+                timeout: LeaseTimeout | None = None
+                with self._transaction() as txn:
+                    for candidate in ports:
+                        turn = fixed_port_turn(txn.table, candidate, waiter_ids[candidate])
+                        if turn.state is not TurnState.TAKE:
+                            held[candidate] = turn.holder
+                            continue
+                        try:
+                            sock = _sockets.open_listener(address, candidate)
+                        except OSError as exc:
+                            foreign[candidate] = exc
+                            continue
+                        record = record_for(candidate)
+                        table = txn.table
+                        for waiter_id in queued:
+                            table = table.without_waiter(waiter_id)
+                        txn.set(table.with_lease(record))
+                        queued.clear()
+                        break
+                    if record is None and held:
+                        if time.monotonic() >= deadline:
+                            first = next(iter(held))
+                            timeout = LeaseTimeout(first, held[first], time.monotonic() - start)
+                            self._unqueue(txn, queued)
+                        elif not queued:
+                            self._queue(txn, held, waiter_ids, deadline, queued)
+                    elif record is None:
+                        self._unqueue(txn, queued)
+                if sock is not None and record is not None:
+                    return Lease(self, record, sock)
+                if timeout is not None:
+                    raise timeout
+                if not held:
+                    raise _all_foreign(ports, address, foreign)
+                time.sleep(min(sleep, max(deadline - time.monotonic(), 0.0)))
+                sleep = min(sleep * _POLL_GROWTH, _POLL_MAX)
+        except BaseException:
+            if sock is not None and record is None:
+                sock.close()
+            for waiter_id in queued:
+                self._forget_waiter(waiter_id)
+            raise
+
+    def _queue(
+        self,
+        txn: Transaction,
+        held: Mapping[int, LeaseRecord | None],
+        waiter_ids: Mapping[int, str],
+        deadline: float,
+        queued: set[str],
+    ) -> None:
+        """One waiter entry per held port, all with one ticket (under the lock)."""
+        pid, started = self._own_process()
+        now = time.time()
+        ticket = next_ticket(txn.table)
+        table = txn.table
+        for candidate in held:
+            waiter = WaiterRecord(
+                id=waiter_ids[candidate],
+                port=candidate,
+                pid=pid,
+                pid_started=started,
+                ticket=ticket,
+                created=now,
+                deadline=now + max(deadline - time.monotonic(), 0.0),
+            )
+            table = table.with_waiter(waiter)
+            queued.add(waiter.id)
+        txn.set(table)
+
+    @staticmethod
+    def _unqueue(txn: Transaction, queued: set[str]) -> None:
+        if not queued:
+            return
+        table = txn.table
+        for waiter_id in queued:
+            table = table.without_waiter(waiter_id)
+        txn.set(table)
+        queued.clear()
+
     def _forget_waiter(self, waiter_id: str) -> None:
         try:
             with self._transaction() as txn:
@@ -351,6 +472,41 @@ class Registry:
     def _transaction(self) -> AbstractContextManager[Transaction]:
         """The lease file's read-modify-write, with a fresh probe taken under the lock."""
         return self._file.transaction(self._probe)
+
+
+def _port_set(port: object) -> tuple[int, ...]:
+    """A port set or sequence as a tuple in trying order (a set's: ascending), checked."""
+    if isinstance(port, str | bytes | bytearray | Mapping) or not isinstance(port, Collection):
+        raise InvalidRequest(
+            f"port must be an int (0: any free port) or a set or sequence of ports, not {port!r}"
+        )
+    items = sorted(port) if isinstance(port, set | frozenset) else list(port)
+    if not items or len(items) > _MAX_SET:
+        raise InvalidRequest(f"a port set holds 1 to {_MAX_SET} ports, not {len(items)}")
+    for item in items:
+        if type(item) is not int or not 1 <= item <= 65535:
+            raise InvalidRequest(f"every port of a port set is an int in 1..65535, not {item!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def _all_foreign(ports: tuple[int, ...], address: str, failures: Mapping[int, OSError]) -> PortBusy:
+    """``PortBusy`` for a set whose every port is bound by a process without a lease."""
+    busy = [port_busy(p, address, failures[p]) for p in ports if p in failures]
+    if len(busy) == 1:
+        return busy[0]
+    shown = "; ".join(
+        f"{b.port}: pid {b.pid} ({b.process_name or 'name unknown'})"
+        if b.pid is not None
+        else f"{b.port}: {b.detail or 'a process the OS did not name'}"
+        for b in busy
+    )
+    listed = ", ".join(str(p) for p in ports)
+    return PortBusy(
+        busy[0].port,
+        host=address,
+        detail=f"nor can any other of ports {listed}: each is bound by a process without a "
+        f"lease ({shown})",
+    )
 
 
 def _bind_unclaimed(address: str, claimed: frozenset[int]) -> socket.socket:
