@@ -34,12 +34,12 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import httpx2
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 import runner
 from runner import ServerSpec, TokenStore, authorize_many
+from runner.sdk import http as sdk_http  # httpx2 on mcp 2.x, httpx on 1.x
 
 #: The longest the demo waits for a token to expire, whatever --ttl says.
 MAX_WAIT = 30.0
@@ -85,8 +85,8 @@ async def sandbox_demo(ttl: int, timeout: float) -> int:
 
         auth = runner.provider((name, entry), store=store, browser=sandbox.browser, timeout=timeout)
         async with (
-            httpx2.AsyncClient(auth=auth, timeout=timeout, trust_env=False) as http,
-            streamable_http_client(entry["url"], http_client=http) as (read, write),
+            sdk_http.AsyncClient(auth=auth, timeout=timeout, trust_env=False) as http,
+            streamable_http_client(entry["url"], http_client=http) as (read, write, *_),
             ClientSession(read, write) as session,
         ):
             await session.initialize()
@@ -149,8 +149,8 @@ async def config_hosts(config: Path, store_dir: Path | None, timeout: float) -> 
         auth = runner.provider(spec, store=store, timeout=timeout)
         try:
             async with (
-                httpx2.AsyncClient(auth=auth, timeout=timeout) as http,
-                streamable_http_client(spec.url, http_client=http) as (read, write),
+                sdk_http.AsyncClient(auth=auth, timeout=timeout) as http,
+                streamable_http_client(spec.url, http_client=http) as (read, write, *_),
                 ClientSession(read, write) as session,
             ):
                 await session.initialize()

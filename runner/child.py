@@ -33,8 +33,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import uvicorn
-from mcp.client.auth import OAuthClientProvider
-from mcp.shared.auth import AuthorizationCodeResult
 
 from runner import sdk
 from runner.callback import (
@@ -111,7 +109,7 @@ class _LoginAttempt:
             issuer=None,
             issuer_required=False,
         )
-        self.provider: OAuthClientProvider | None = None
+        self.provider: sdk.OAuthClientProvider | None = None
         self.interactive = False
         self.outcome: Accepted | Denied | None = None
         self.outcome_source = ""
@@ -173,7 +171,7 @@ class _LoginAttempt:
         self.interactive = True
         await self.channel.send(AuthorizationStarted(url=url, state=states[0]))
 
-    async def on_callback(self) -> AuthorizationCodeResult:
+    async def on_callback(self) -> sdk.CodeResult:
         await self.decided.wait()
         outcome = self.outcome
         if isinstance(outcome, Denied):

@@ -52,7 +52,6 @@ import warnings
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import httpx2
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from mcp.shared.auth_utils import calculate_token_expiry
@@ -62,6 +61,7 @@ from runner.errors import InvalidServerSpec, NeedsInteraction, RefreshRefused
 from runner.loopback import netloc_host
 from runner.offloop import Browser, holding, in_daemon_thread
 from runner.refresh import DEFAULT_MARGIN, LoginStatus, login_status, refresh_login
+from runner.sdk import http
 from runner.spec import ServerSpec
 from runner.store import TokenStore, TokenStoreError, TokenStoreWarning
 from runner.stored import StoredLogin
@@ -118,7 +118,7 @@ def provider(
         auth = runner.provider(("linear", {"url": "https://mcp.linear.app/mcp"}))
         async with (
             httpx2.AsyncClient(auth=auth) as http,
-            streamable_http_client(url, http_client=http) as (read, write),
+            streamable_http_client(url, http_client=http) as (read, write, *_),
             ClientSession(read, write) as session,
         ): ...
 
@@ -204,11 +204,11 @@ class RunnerProvider(OAuthClientProvider):
     def __repr__(self) -> str:
         return f"RunnerProvider({self.spec.name!r}, store={self.store!r})"
 
-    # -- httpx2.Auth --------------------------------------------------------------------------
+    # -- httpx2.Auth (httpx.Auth on mcp 1.x) ---------------------------------------------------
 
     async def async_auth_flow(
-        self, request: httpx2.Request
-    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        self, request: http.Request
+    ) -> AsyncGenerator[http.Request, http.Response]:
         """Send ``request`` with a valid access token; on a 401, renew once and resend."""
         await request.aread()  # it may be sent twice
         sent = await self._access_token(rejected=None)
@@ -221,7 +221,7 @@ class RunnerProvider(OAuthClientProvider):
         request.headers["Authorization"] = f"Bearer {renewed}"
         yield request
 
-    def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response]:
+    def sync_auth_flow(self, request: http.Request) -> Generator[http.Request, http.Response]:
         """Refused: renewing takes a lock, a refresh and maybe a login; use an async client."""
         raise TypeError(
             f"{self.spec.name}: runner.provider works with an async client "

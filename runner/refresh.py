@@ -36,11 +36,11 @@ import re
 import time
 import types
 from collections.abc import Mapping
-from typing import Final, get_args
+from typing import Final
 from urllib.parse import quote
 
 import anyio
-from mcp.shared.auth import OAuthToken, TokenEndpointAuthMethod
+from mcp.shared.auth import OAuthToken
 from mcp.shared.auth_utils import resource_url_from_server_url
 
 from runner import sdk
@@ -67,7 +67,15 @@ MAX_TOKEN_RESPONSE_BYTES: Final = 1 << 20
 
 # Token endpoint auth methods a client record may carry (the SDK's own list); None is the
 # RFC 7591 default, "client_secret_basic" (the SDK sends nothing extra for it when unset).
-_KNOWN_AUTH_METHODS: Final[tuple[str | None, ...]] = (None, *get_args(TokenEndpointAuthMethod))
+# The token endpoint auth methods the SDK's client knows (its ``TokenEndpointAuthMethod``,
+# a name mcp 1.x does not have); None is an unregistered method, treated as "none".
+_KNOWN_AUTH_METHODS: Final[tuple[str | None, ...]] = (
+    None,
+    "none",
+    "client_secret_post",
+    "client_secret_basic",
+    "private_key_jwt",
+)
 # What of an error response may be repeated: its RFC 6749 §5.2 ``error`` code, which is
 # drawn from a fixed vocabulary and holds no secret.
 _ERROR_CODE: Final = re.compile(rb'"error"\s*:\s*"([\x20-\x21\x23-\x5b\x5d-\x7e]{1,64})"')

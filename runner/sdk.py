@@ -14,38 +14,60 @@ and does not do"):
   refresh unless the expiry and server metadata are put back (``restore``);
 - a stored registration pins its redirect URI; one that does not name this login's
   redirect URI is dropped so that the flow registers again;
-- in mcp 2.x the client is ``httpx2`` and ``callback_handler`` returns
-  ``AuthorizationCodeResult``; mcp 1.x (``httpx``, a ``(code, state)`` tuple) would be
-  handled here and nowhere else.
+- the SDK's two majors differ in three ways, handled here and nowhere else (measured on
+  mcp 1.26.0, 2.0.0 with httpx2 2.7.0, and 2.3.0): 2.x speaks ``httpx2`` and its
+  ``callback_handler`` returns ``AuthorizationCodeResult`` (code, state, ``iss``), whose
+  ``iss`` it checks itself (RFC 9207); 1.x speaks ``httpx``, wants a ``(code, state)`` tuple
+  and knows nothing of ``iss``: its ``OAuthMetadata`` drops
+  ``authorization_response_iss_parameter_supported`` and appends ``/`` to a path-less
+  issuer, so on 1.x the listener checks an ``iss`` that comes but cannot require one, and
+  cannot check it at all for a path-less issuer (``issuer_expectation``).
 """
 
 from __future__ import annotations
 
 import types
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
+from urllib.parse import urlsplit
 
-import httpx2
+import mcp.shared.auth
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.auth.exceptions import OAuthFlowError, OAuthRegistrationError, OAuthTokenError
-from mcp.shared.auth import (
-    AuthorizationCodeResult,
-    OAuthClientInformationFull,
-    OAuthClientMetadata,
-    OAuthToken,
-)
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl, ValidationError
 
 from runner.errors import FlowCrashed, FlowError, FlowTimeout, OAuthProtocolError
 from runner.messages import StartLogin
 from runner.stored import StoredLogin
 
+#: The one switch between the SDK's majors, by feature rather than by version number:
+#: ``AuthorizationCodeResult`` came with 2.0 (and with it ``httpx2`` and the SDK's own RFC 9207
+#: ``iss`` check). True on mcp 2.x, False on 1.x.
+MCP_V2: Final[bool] = hasattr(mcp.shared.auth, "AuthorizationCodeResult")
+
+if TYPE_CHECKING or MCP_V2:  # mypy runs on the newest SDK only: it sees the 2.x names
+    import httpx2 as http
+    from mcp.shared.auth import AuthorizationCodeResult as CodeResult
+else:  # mcp 1.x
+    import httpx as http
+
+    CodeResult = tuple[str, str | None]  # (code, state): what 1.x's callback_handler returns
+
+#: Whether the SDK itself refuses a callback whose ``iss`` is wrong or missing (RFC 9207).
+SDK_CHECKS_ISS: Final[bool] = MCP_V2
+
 __all__ = [
+    "MCP_V2",
+    "SDK_CHECKS_ISS",
+    "CodeResult",
     "MemoryStorage",
+    "OAuthClientProvider",
     "build_provider",
     "code_result",
     "drive_login",
     "error_from_sdk",
+    "http",
     "http_client_module",
     "issuer_expectation",
     "snapshot",
@@ -68,7 +90,7 @@ def http_client_module() -> types.ModuleType:
     """The HTTP client module the installed SDK is built on (``httpx2`` on mcp 2.x; mcp
     1.x uses ``httpx``): the one place that says which, for requests the runner makes
     itself (``runner.refresh``)."""
-    return httpx2
+    return http
 
 
 class MemoryStorage:
@@ -102,7 +124,7 @@ def _registration_fits(client: OAuthClientInformationFull, redirect_uri: str) ->
 def build_provider(
     start: StartLogin,
     redirect_handler: Callable[[str], Awaitable[None]],
-    callback_handler: Callable[[], Awaitable[AuthorizationCodeResult]],
+    callback_handler: Callable[[], Awaitable[CodeResult]],
 ) -> OAuthClientProvider:
     """A provider for one login, with what the store held for it put back."""
     stored = StoredLogin.from_dict(start.stored) if start.stored is not None else None
@@ -146,12 +168,24 @@ def issuer_expectation(provider: OAuthClientProvider) -> tuple[str | None, bool]
     metadata = provider.context.oauth_metadata
     if metadata is None:
         return None, False
-    return str(metadata.issuer), bool(metadata.authorization_response_iss_parameter_supported)
+    issuer = str(metadata.issuer)
+    if MCP_V2:
+        return issuer, bool(metadata.authorization_response_iss_parameter_supported)
+    # mcp 1.x's OAuthMetadata has no such field, so iss can be checked but not required; and
+    # it appends "/" to a path-less issuer (measured: "http://127.0.0.1:P" -> ".../"), so for
+    # one of those the issuer's true spelling is lost and an exact check could refuse a
+    # correct iss: the listener does not check it then (1.x itself never does).
+    if urlsplit(issuer).path == "/":
+        return None, False
+    return issuer, False
 
 
-def code_result(code: str, state: str, iss: str | None) -> AuthorizationCodeResult:
-    """What this SDK's ``callback_handler`` returns."""
-    return AuthorizationCodeResult(code=code, state=state, iss=iss)
+def code_result(code: str, state: str, iss: str | None) -> CodeResult:
+    """What this SDK's ``callback_handler`` returns (on 1.x without ``iss``, which the
+    listener has already checked)."""
+    if not MCP_V2:
+        return cast("CodeResult", (code, state))
+    return CodeResult(code=code, state=state, iss=iss)
 
 
 async def drive_login(provider: OAuthClientProvider, server_url: str, timeout: float) -> None:
@@ -160,7 +194,7 @@ async def drive_login(provider: OAuthClientProvider, server_url: str, timeout: f
     Raises ``OAuthProtocolError`` when the server still refuses after the login.
     """
     async with (
-        httpx2.AsyncClient(auth=provider, timeout=timeout, follow_redirects=False) as client,
+        http.AsyncClient(auth=provider, timeout=timeout, follow_redirects=False) as client,
         client.stream(
             "POST",
             server_url,
@@ -195,9 +229,9 @@ def error_from_sdk(exc: BaseException, server_url: str) -> FlowError:
         return exc
     if isinstance(exc, OAuthFlowError | OAuthTokenError | OAuthRegistrationError):
         return OAuthProtocolError(f"{server_url}: {exc}")
-    if isinstance(exc, httpx2.TimeoutException):
+    if isinstance(exc, http.TimeoutException):
         return FlowTimeout(f"{server_url}: the server did not answer in time ({exc!r})")
-    if isinstance(exc, httpx2.HTTPError):
+    if isinstance(exc, http.HTTPError):
         return OAuthProtocolError(f"{server_url}: {type(exc).__name__}: {exc}")
     if isinstance(exc, ValidationError):
         return OAuthProtocolError(f"{server_url}: malformed response: {exc.errors()[0]['msg']}")

@@ -152,7 +152,9 @@ class TokenStore:
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        self.directory = Path(directory) if directory is not None else default_store_dir()
+        self.directory = (
+            Path(directory).expanduser() if directory is not None else default_store_dir()
+        )
         self._check_directory(create=False)
 
     def __repr__(self) -> str:

@@ -1,12 +1,12 @@
 """Local OAuth authorization servers with protected MCP servers, on loopback, for tests and demos.
 
 What it is:
-    ``Sandbox(servers=N)`` starts N independent MCP servers (the SDK's ``MCPServer``,
-    streamable HTTP at ``/mcp``, one tool ``whoami``). Each one embeds its own in-memory
-    OAuth 2.1 authorization server at the same origin: dynamic client registration, PKCE
-    (verified by the SDK's token handler), refresh tokens with rotation, access tokens with
-    a TTL bound to the server's resource URL (RFC 8707), RFC 9207 ``iss`` in the
-    authorization response, advertised in its metadata. Consent is automatic: ``/authorize``
+    ``Sandbox(servers=N)`` starts N independent MCP servers (the SDK's ``MCPServer``, or
+    ``FastMCP`` on mcp 1.x; streamable HTTP at ``/mcp``, one tool ``whoami``). Each one embeds
+    its own in-memory OAuth 2.1 authorization server at the same origin: dynamic client
+    registration, PKCE (verified by the SDK's token handler), refresh tokens with rotation,
+    access tokens with a TTL bound to the server's resource URL (RFC 8707), RFC 9207 ``iss`` in
+    the authorization response, advertised in its metadata. Consent is automatic: ``/authorize``
     redirects straight back to the client's ``redirect_uri``, so any browser (a real headless
     one, or :meth:`Sandbox.browser`) completes a login by following redirects. Knobs
     (:class:`Behaviour`) make an authorization server deny consent, drop or falsify ``iss``,
@@ -30,6 +30,8 @@ One concept per module:
     - :mod:`~runner.sandbox.client`: using a token (:func:`list_tools_with_token`,
       :func:`whoami_with_token`).
     - :mod:`~runner.sandbox.errors`: the error tree under :class:`SandboxError`.
+    - :mod:`~runner.sandbox.compat`: the one switch between the SDK's majors (1.x ``FastMCP``
+      and ``httpx``, 2.x ``MCPServer`` and ``httpx2``).
 
 Invariants (each module states its own):
     - Loopback only: every server listens on 127.0.0.1 on a socket the sandbox binds itself;

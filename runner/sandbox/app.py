@@ -1,5 +1,7 @@
 """The ASGI app of one sandbox server: the SDK's ``MCPServer`` with its authorization server.
 
+(``FastMCP`` on mcp 1.x: :mod:`~runner.sandbox.compat` builds either.)
+
 :func:`build_app` makes the SDK's own streamable-HTTP app (MCP endpoint at
 :data:`~runner.sandbox.settings.MCP_PATH`, one tool ``whoami`` that answers the server's
 name) with the OAuth routes of its :class:`~runner.sandbox.provider.Provider` at the same
@@ -25,13 +27,12 @@ from typing import Final
 from mcp.server.auth.handlers.metadata import MetadataHandler
 from mcp.server.auth.routes import build_metadata, cors_middleware
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
-from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.shared.auth import OAuthMetadata
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from runner.sandbox.behaviour import Behaviour
+from runner.sandbox.compat import ServerMetadata, mcp_app
 from runner.sandbox.errors import SandboxError
 from runner.sandbox.provider import Provider
 from runner.sandbox.settings import HOST, MCP_PATH
@@ -57,11 +58,15 @@ def _root_logging_untouched() -> Iterator[None]:
         root.removeHandler(guard)
 
 
-def _metadata(settings: AuthSettings, behaviour: Behaviour) -> OAuthMetadata:
+def _metadata(settings: AuthSettings, behaviour: Behaviour) -> ServerMetadata:
     """The SDK's metadata, plus what this authorization server really supports."""
     registration = settings.client_registration_options or ClientRegistrationOptions()
     revocation = settings.revocation_options or RevocationOptions()
-    metadata = build_metadata(settings.issuer_url, None, registration, revocation)
+    built = build_metadata(settings.issuer_url, None, registration, revocation)
+    # The issuer as configured: mcp 1.x's OAuthMetadata would append a slash.
+    metadata = ServerMetadata.model_validate(
+        {**built.model_dump(), "issuer": str(settings.issuer_url)}
+    )
     # The SDK omits both: its token endpoint accepts public clients ("none"), and this server
     # sends iss (RFC 9207) unless told otherwise.
     metadata.token_endpoint_auth_methods_supported = [
@@ -74,7 +79,7 @@ def _metadata(settings: AuthSettings, behaviour: Behaviour) -> OAuthMetadata:
     return metadata
 
 
-def _replace_metadata_route(app: Starlette, metadata: OAuthMetadata) -> None:
+def _replace_metadata_route(app: Starlette, metadata: ServerMetadata) -> None:
     routes = app.router.routes
     for index, route in enumerate(routes):
         if isinstance(route, Route) and route.path == _AS_METADATA_PATH:
@@ -91,16 +96,19 @@ def build_app(
     name: str, settings: AuthSettings, provider: Provider, behaviour: Behaviour
 ) -> tuple[Starlette, StreamableHTTPSessionManager]:
     """The ASGI app of one server, and its MCP session manager (which the caller must run)."""
-    with _root_logging_untouched():
-        server: MCPServer[object] = MCPServer(
-            name=name, auth_server_provider=provider, auth=settings, log_level="WARNING"
-        )
 
     def whoami() -> str:
         """The name of the sandbox server that answers."""
         return name
 
-    server.tool(name="whoami")(whoami)
-    app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=HOST)
+    with _root_logging_untouched():
+        app, sessions = mcp_app(
+            name,
+            provider=provider,
+            settings=settings,
+            tools={"whoami": whoami},
+            path=MCP_PATH,
+            host=HOST,
+        )
     _replace_metadata_route(app, _metadata(settings, behaviour))
-    return app, server.session_manager
+    return app, sessions

@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import httpx2
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
+from runner.sandbox.compat import http
 from runner.sandbox.errors import SandboxError, TokenRejected
 
 __all__ = ["list_tools_with_token", "whoami_with_token"]
@@ -32,19 +32,20 @@ async def _session_with_token(
 ) -> AsyncIterator[ClientSession]:
     rejected: list[int] = []
 
-    async def note_rejection(response: httpx2.Response) -> None:
+    async def note_rejection(response: http.Response) -> None:
         if response.status_code in (401, 403):
             rejected.append(response.status_code)
 
-    async with httpx2.AsyncClient(
+    async with http.AsyncClient(
         headers={"Authorization": f"Bearer {access_token}"},
         timeout=timeout,
         trust_env=False,
         event_hooks={"response": [note_rejection]},
-    ) as http:
+    ) as client:
         try:
             async with (
-                streamable_http_client(url, http_client=http) as (read, write),
+                # mcp 1.x yields a third item (a session id getter); 2.x only the streams.
+                streamable_http_client(url, http_client=client) as (read, write, *_),
                 ClientSession(read, write) as session,
             ):
                 await session.initialize()

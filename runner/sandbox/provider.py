@@ -31,7 +31,7 @@ import threading
 import time
 import types
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from mcp.server.auth.provider import (
     AccessToken,
@@ -47,6 +47,7 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyHttpUrl
 
 from runner.sandbox.behaviour import Behaviour
+from runner.sandbox.compat import INVALID_TARGET
 from runner.sandbox.settings import SCOPE
 
 __all__ = ["Provider"]
@@ -57,11 +58,25 @@ COUNTERS: Final = ("authorize", "authorization_code", "refresh_token")
 _SUBJECT: Final = "sandbox-user"
 
 
+# The SDK's token models gained their RFC 8707 ``resource`` and ``subject`` fields at
+# different releases (measured: mcp 1.26 has neither ``subject`` nor ``claims`` and
+# ``AuthorizationCode`` has no ``subject``; mcp 2.0.0's ``RefreshToken`` has no ``resource``;
+# 2.3 has all of them). Pydantic drops unknown keyword arguments, so the sandbox declares
+# every field it reads on its own subclasses: the same models on every supported SDK.
+class _AuthorizationCode(AuthorizationCode):
+    subject: str | None = None
+
+
 class _AccessToken(AccessToken):
+    resource: str | None = None
+    subject: str | None = None
+    claims: dict[str, Any] | None = None
     refresh_token: str | None = None
 
 
 class _RefreshToken(RefreshToken):
+    resource: str | None = None
+    subject: str | None = None
     access_token: str | None = None
 
 
@@ -73,7 +88,7 @@ def _same_resource(a: str, b: str) -> bool:
         return False
 
 
-class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, _RefreshToken, _AccessToken]):
+class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToken, _AccessToken]):
     """In-memory authorization server of one sandbox server.
 
     Runs on the sandbox loop only; nothing awaits between a check and its update, so
@@ -89,7 +104,7 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, _RefreshToken
         self._behaviour = behaviour
         self._stopping = stopping
         self._clients: dict[str, OAuthClientInformationFull] = {}
-        self._codes: dict[str, AuthorizationCode] = {}
+        self._codes: dict[str, _AuthorizationCode] = {}
         self._access: dict[str, _AccessToken] = {}
         self._refresh: dict[str, _RefreshToken] = {}
         self._issued_lock = threading.Lock()
@@ -131,9 +146,7 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, _RefreshToken
         if behaviour.authorize_delay > 0 and await self._stopped_within(behaviour.authorize_delay):
             raise AuthorizeError("temporarily_unavailable", "the sandbox is stopping")
         if params.resource is not None and not _same_resource(params.resource, self._resource):
-            raise AuthorizeError(
-                "invalid_target", f"this server issues tokens for {self._resource}"
-            )
+            raise AuthorizeError(INVALID_TARGET, f"this server issues tokens for {self._resource}")
         redirect_uri = str(params.redirect_uri)
         iss = self._iss_parameter()
         if behaviour.consent == "deny":
@@ -146,7 +159,7 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, _RefreshToken
             )
         code = secrets.token_urlsafe(32)
         self._count("authorize")
-        self._codes[code] = AuthorizationCode(
+        self._codes[code] = _AuthorizationCode(
             code=code,
             scopes=params.scopes or self._registered_scopes(client),
             expires_at=time.time() + _CODE_TTL,
@@ -161,14 +174,14 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, _RefreshToken
 
     async def load_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: str
-    ) -> AuthorizationCode | None:
+    ) -> _AuthorizationCode | None:
         code = self._codes.get(authorization_code)
         if code is None or code.client_id != client.client_id:
             return None
         return code
 
     async def exchange_authorization_code(
-        self, client: OAuthClientInformationFull, authorization_code: AuthorizationCode
+        self, client: OAuthClientInformationFull, authorization_code: _AuthorizationCode
     ) -> OAuthToken:
         if self._behaviour.hang:
             await self._stopping.wait()

@@ -8,6 +8,8 @@ Invariants:
     - One scope, :data:`SCOPE`: valid, default and required.
     - Tokens are bound to their server's resource URL and the SDK checks it
       (``validate_token_resource=True``), so a token of one server is useless at another.
+      (mcp 1.x has no such check and ignores the setting; there each server's provider knows
+      only its own tokens, which has the same effect.)
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 from typing import Final
 
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
+
+from runner.sandbox.compat import ServerAuthSettings
 
 __all__ = ["HOST", "MCP_PATH", "SCOPE", "auth_settings"]
 
@@ -29,7 +33,7 @@ SCOPE: Final = "mcp"
 def auth_settings(port: int) -> AuthSettings:
     """The SDK's auth settings of the server listening on ``port``: issuer, resource, scopes."""
     origin = f"http://{HOST}:{port}"
-    return AuthSettings.model_validate(
+    return ServerAuthSettings.model_validate(
         {
             "issuer_url": origin,
             "resource_server_url": origin + MCP_PATH,

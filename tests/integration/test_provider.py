@@ -23,7 +23,6 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import httpx2
 import pytest
 from bounded_calls import bounded
 from mcp import ClientSession
@@ -38,6 +37,7 @@ from runner import ServerSpec, TokenStore, authorize_many
 from runner.errors import NeedsInteraction
 from runner.host_provider import RunnerProvider
 from runner.sandbox import Sandbox
+from runner.sdk import http as httpx2  # httpx on mcp 1.x
 from runner.store import TokenStoreError
 from runner.stored import StoredLogin
 
@@ -108,7 +108,7 @@ async def tools_through(auth: httpx2.Auth, url: str) -> list[str]:
     """``list_tools`` with the SDK's own streamable-HTTP client, ``auth`` as its auth."""
     async with (
         httpx2.AsyncClient(auth=auth, timeout=30, trust_env=False) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
+        streamable_http_client(url, http_client=http) as (read, write, *_),
         ClientSession(read, write) as session,
     ):
         await session.initialize()
@@ -269,11 +269,12 @@ async def test_nothing_stored_and_no_interaction_is_needs_interaction(tmp_path: 
 _WORKER = textwrap.dedent(
     """
     import hashlib, json, os, sys
-    import anyio, httpx2
+    import anyio
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
     import runner
     from runner import TokenStore
+    from runner.sdk import http as httpx2  # httpx on mcp 1.x
 
     store_dir, name, url, barrier = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
@@ -284,7 +285,7 @@ _WORKER = textwrap.dedent(
         assert os.read(barrier, 1) == b""  # released together, when the test closes it
         async with (
             httpx2.AsyncClient(auth=auth, timeout=30, trust_env=False) as http,
-            streamable_http_client(url, http_client=http) as (read, write),
+            streamable_http_client(url, http_client=http) as (read, write, *_),
             ClientSession(read, write) as session,
         ):
             await session.initialize()

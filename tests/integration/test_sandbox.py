@@ -21,18 +21,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
 import httpx
-import httpx2
 import pytest
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.auth.exceptions import OAuthFlowError
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import (
-    AuthorizationCodeResult,
-    OAuthClientMetadata,
-    OAuthMetadata,
-    OAuthToken,
-)
+from mcp.shared.auth import OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
 from runner.sandbox import (
@@ -46,7 +40,8 @@ from runner.sandbox import (
     list_tools_with_token,
     whoami_with_token,
 )
-from runner.sdk import MemoryStorage
+from runner.sdk import SDK_CHECKS_ISS, CodeResult, MemoryStorage, code_result
+from runner.sdk import http as sdk_http  # the SDK's own HTTP client: httpx2 on 2.x, httpx on 1.x
 
 pytestmark = pytest.mark.anyio
 
@@ -147,14 +142,12 @@ def sdk_provider(
         status = await anyio.to_thread.run_sync(sb.browser, url, None)
         login.browser_statuses.append(status)
 
-    async def callback_handler() -> AuthorizationCodeResult:
+    async def callback_handler() -> CodeResult:
         params = await listener.received.get()
         login.callbacks.append(params)
         if "error" in params:
             raise CallbackError(params)
-        return AuthorizationCodeResult(
-            code=params["code"], state=params.get("state"), iss=params.get("iss")
-        )
+        return code_result(params["code"], params["state"], params.get("iss"))
 
     metadata = OAuthClientMetadata(
         redirect_uris=[AnyUrl(listener.url)],
@@ -188,7 +181,7 @@ async def sdk_login(
     async with callback_listener() as listener:
         provider = sdk_provider(sb, server, listener, login)
         with anyio.fail_after(deadline):
-            async with httpx2.AsyncClient(auth=provider, timeout=10.0) as http:
+            async with sdk_http.AsyncClient(auth=provider, timeout=10.0) as http:
                 response = await http.post(
                     server.url,
                     json=_INITIALIZE,
@@ -198,10 +191,12 @@ async def sdk_login(
     return login
 
 
-def as_metadata(server: SandboxServer) -> OAuthMetadata:
+def as_metadata(server: SandboxServer) -> dict[str, Any]:
+    # As JSON: mcp 1.x's OAuthMetadata drops the RFC 9207 field.
     response = httpx.get(f"{server.issuer}/.well-known/oauth-authorization-server", trust_env=False)
     response.raise_for_status()
-    return OAuthMetadata.model_validate_json(response.content)
+    metadata: dict[str, Any] = response.json()
+    return metadata
 
 
 def open_fds() -> int | None:
@@ -222,8 +217,8 @@ async def test_full_login_with_the_sdk_client_ends_with_working_tokens() -> None
             provider = sdk_provider(sb, server, listener, login)
             with anyio.fail_after(_FLOW_DEADLINE):
                 async with (
-                    httpx2.AsyncClient(auth=provider, timeout=10.0) as http,
-                    streamable_http_client(server.url, http_client=http) as (read, write),
+                    sdk_http.AsyncClient(auth=provider, timeout=10.0) as http,
+                    streamable_http_client(server.url, http_client=http) as (read, write, *_),
                     ClientSession(read, write) as session,
                 ):
                     await session.initialize()
@@ -325,9 +320,11 @@ async def test_rfc9207_iss(
 ) -> None:
     with Sandbox(servers=1, **knobs) as sb:
         server = sb.servers[0]
-        assert as_metadata(server).authorization_response_iss_parameter_supported is advertised
+        assert as_metadata(server).get("authorization_response_iss_parameter_supported") is (
+            advertised
+        )
         login = Login()
-        if sdk_accepts:
+        if sdk_accepts or not SDK_CHECKS_ISS:  # mcp 1.x checks no iss: the runner does
             await sdk_login(sb, server, login=login)
             assert login.storage.tokens is not None
         else:
@@ -379,8 +376,8 @@ async def test_an_open_mcp_session_does_not_delay_stop() -> None:
         bearer = {"Authorization": f"Bearer {login.storage.tokens.access_token}"}
         with anyio.fail_after(_FLOW_DEADLINE):
             async with (
-                httpx2.AsyncClient(headers=bearer, timeout=10.0) as http,
-                streamable_http_client(server.url, http_client=http) as (read, write),
+                sdk_http.AsyncClient(headers=bearer, timeout=10.0) as http,
+                streamable_http_client(server.url, http_client=http) as (read, write, *_),
                 ClientSession(read, write) as session,
             ):
                 await session.initialize()
