@@ -19,6 +19,7 @@ stderr, never a traceback); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -593,3 +594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: every login was stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``status --json | head``): not an error of ours. Point
+        # stdout at nothing so the interpreter's final flush does not raise again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

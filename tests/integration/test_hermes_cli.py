@@ -58,7 +58,7 @@ async def hermes_login(sb: Sandbox, server_name: str, tokens_dir: Path, config_n
     login = await sdk_login(sb, server)
     tokens, client = login.storage.tokens, login.storage.client_info
     assert tokens is not None and client is not None and tokens.expires_in is not None
-    metadata = as_metadata(server)
+    metadata = OAuthMetadata.model_validate(as_metadata(server))
     stem = hermes_safe_name(config_name)
     payload = tokens.model_dump(mode="json", exclude_none=True)
     payload["expires_at"] = time.time() + int(payload["expires_in"])
@@ -196,7 +196,9 @@ async def test_status_authorize_logout_on_a_hermes_home(tmp_path: Path) -> None:
             assert "server_url" not in raw and "version" not in raw
             assert abs(raw["expires_at"] - (time.time() + 3600)) < 120
             token, issuer = hermes_reads(tokens_dir, name)
-            assert issuer == str(as_metadata(sb.server(server)).issuer)
+            assert issuer == str(
+                OAuthMetadata.model_validate(as_metadata(sb.server(server))).issuer
+            )
             assert token.access_token in sb.issued_tokens(server)
             assert token.refresh_token
             assert await whoami_with_token(sb.server(server).url, token.access_token)
