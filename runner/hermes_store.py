@@ -60,18 +60,13 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
-import filelock
-
-from portlease.lockfile import lock_file, unlock_file
 from portlease.statefile import (
     UnreadableStateFile,
-    UnsafeDirectory,
-    check_private_directory,
     decode_json,
     read_state_file,
 )
@@ -79,7 +74,6 @@ from runner.hermes_config import default_hermes_home, hermes_safe_name
 from runner.spec import check_server_name
 from runner.store import (
     MAX_TOKEN_FILE_BYTES,
-    LoginLockTimeout,
     TokenStore,
     TokenStoreError,
     TokenStoreWarning,
@@ -144,7 +138,7 @@ class HermesTokenStore(TokenStore):
         )
         self.directory = self.hermes_home / TOKEN_DIR_NAME
         self.server_urls: dict[str, str] = dict(server_urls or {})
-        self._check_home(create=False)
+        self._check_directory(create=False)
 
     def __repr__(self) -> str:
         return f"HermesTokenStore({str(self.hermes_home)!r})"
@@ -194,60 +188,8 @@ class HermesTokenStore(TokenStore):
             if n.endswith(_TOKENS) and not n.endswith(suffixes) and not n.startswith(".")
         )
 
-    def _check_home(self, *, create: bool) -> bool:
-        """Whether the token directory exists (after creating it 0700, with ``create``)."""
-        if not create:
-            try:
-                os.stat(self.directory)
-            except FileNotFoundError:
-                return False
-            except OSError as exc:
-                raise TokenStoreError(
-                    self.directory,
-                    f"cannot use hermes's token directory {self.directory}: {_why(exc)}",
-                ) from exc
-        try:
-            check_private_directory(self.directory, create=create)
-        except UnsafeDirectory as exc:
-            raise TokenStoreError(self.directory, f"token store refused: {exc.message}") from None
-        return True
-
-    # --- the lock ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def hold(self, name: str, timeout: float) -> Iterator[None]:
-        """Hold hermes's refresh lock of ``name`` for the block (exclusive across processes,
-        hermes included; released at the block's end or by the kernel when this process
-        dies). Blocks up to ``timeout`` seconds; on an event loop use
-        ``runner.offloop.holding``. Not reentrant.
-
-        Raises:
-            InvalidServerSpec: ``name`` is not a valid server name.
-            LoginLockTimeout: another process (hermes refreshing, or another login) held it
-                for ``timeout`` seconds.
-            TokenStoreError: the directory is unsafe, or the lock file cannot be opened.
-        """
-        path = self.lock_path_for(name)
-        self._check_home(create=True)
-        wait = max(0.0, timeout)
-        try:
-            fd = lock_file(os.fspath(path), wait)
-        except filelock.Timeout:
-            raise LoginLockTimeout(
-                path,
-                f"{name}: hermes or another login holds its refresh lock ({path}); not "
-                f"released within {wait:g} s",
-            ) from None
-        except OSError as exc:
-            raise TokenStoreError(
-                path,
-                f"cannot lock {path} ({_why(exc)}); if something other than a plain file "
-                "stands there, remove it",
-            ) from exc
-        try:
-            yield
-        finally:
-            unlock_file(fd)
+    #: hermes takes the same lock to refresh: ``TokenStore.hold`` locks ``lock_path_for``.
+    _LOCK_HOLDERS: ClassVar[str] = "hermes refreshing it, or another login (its refresh lock)"
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -269,7 +211,7 @@ class HermesTokenStore(TokenStore):
                 moment (every file is left in place).
         """
         paths = self.paths_for(name)
-        if not self._check_home(create=False):
+        if not self._check_directory(create=False):
             return None
         token_data = self._read(name, paths["tokens"])
         if token_data is None:
@@ -365,7 +307,7 @@ class HermesTokenStore(TokenStore):
                 (the file being written is unchanged; earlier ones may be new).
         """
         paths = self.paths_for(name)
-        self._check_home(create=True)
+        self._check_directory(create=True)
         if login.client_info is not None:
             self._write(name, paths["client"], _dump(login.client_info))
         if login.oauth_metadata is not None:
@@ -413,7 +355,7 @@ class HermesTokenStore(TokenStore):
             TokenStoreError: the directory is unsafe, or a file could not be removed.
         """
         paths = self.paths_for(name)
-        if not self._check_home(create=False):
+        if not self._check_directory(create=False):
             return False
         removed = False
         for key in ("tokens", "client", "meta", "cimd-off"):

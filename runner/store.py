@@ -54,7 +54,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import filelock
 
@@ -180,8 +180,11 @@ class TokenStore:
             raise TokenStoreError(self.directory, f"token store refused: {exc.message}") from None
         return True
 
+    #: Who may hold ``hold``'s lock, for its timeout message (a subclass names its own).
+    _LOCK_HOLDERS: ClassVar[str] = "another process"
+
     def lock_path_for(self, name: str) -> Path:
-        """``<directory>/<name>.lock``, the file ``hold`` locks.
+        """``<directory>/<name>.lock``, the file ``hold`` locks (a subclass may name another).
 
         Raises:
             InvalidServerSpec: ``name`` is not a valid server name.
@@ -212,8 +215,8 @@ class TokenStore:
         except filelock.Timeout:
             raise LoginLockTimeout(
                 path,
-                f"{name}: its login is held by another process (lock {path}) and was not "
-                f"released within {max(0.0, timeout):g} s",
+                f"{name}: its login is held by {self._LOCK_HOLDERS} (lock {path}) and was "
+                f"not released within {max(0.0, timeout):g} s",
             ) from None
         except OSError as exc:
             raise TokenStoreError(
