@@ -53,11 +53,9 @@ rewrites that file from the SDK model on its next refresh and the field would va
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -323,28 +321,8 @@ class HermesTokenStore(TokenStore):
         return paths["tokens"]
 
     def _write(self, name: str, path: Path, data: dict[str, Any]) -> None:
-        payload = json.dumps(data, indent=2, allow_nan=False).encode()
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
-        except OSError as exc:
-            raise TokenStoreError(
-                self.directory,
-                f"cannot write in {self.directory} ({_why(exc)}); {name}'s login was not saved",
-            ) from exc
-        try:
-            with os.fdopen(fd, "wb") as f:  # mkstemp creates the file 0600
-                f.write(payload)
-            os.replace(tmp, path)
-        except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise TokenStoreError(
-                    path,
-                    f"cannot write {path} ({_why(exc)}); {name}'s login was not saved; the "
-                    "previous file, if any, is unchanged",
-                ) from exc
-            raise
+        """One of hermes's JSON files, 0600 and atomic (``TokenStore._write_atomically``)."""
+        self._write_atomically(name, path, json.dumps(data, indent=2, allow_nan=False).encode())
 
     def delete(self, name: str) -> bool:
         """Forget ``name``'s login as hermes's ``remove`` does: the token, client, meta and

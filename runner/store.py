@@ -297,8 +297,18 @@ class TokenStore:
         path = self.path_for(name)
         self._check_directory(create=True)
         data = json.dumps(login.to_dict(), indent=2, sort_keys=True, allow_nan=False).encode()
+        self._write_atomically(name, path, data)
+        return path
+
+    def _write_atomically(self, name: str, path: Path, data: bytes) -> None:
+        """Write ``data`` to ``path``: a 0600 temporary file in the same directory, then
+        ``os.replace``, so a reader sees the old file or the new one, never a torn one.
+
+        Raises:
+            TokenStoreError: it could not be written (the previous file, if any, is unchanged).
+        """
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
         except OSError as exc:
             raise TokenStoreError(
                 self.directory,
@@ -319,7 +329,6 @@ class TokenStore:
                     "saved; the previous file, if any, is unchanged",
                 ) from exc
             raise
-        return path
 
     def delete(self, name: str) -> bool:
         """Forget ``name``'s login; returns whether there was one.
