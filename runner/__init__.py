@@ -1,6 +1,8 @@
 """Concurrent MCP OAuth logins, each in its own child process on its own leased port.
 
 >>> results = await authorize_many(servers, store=TokenStore(dir))  # doctest: +SKIP
+>>> async with Runner(store=TokenStore(dir)) as runner:  # a host's, for its lifetime
+...     results = await runner.authorize_many(servers)  # doctest: +SKIP
 
 Guarantees (see ``docs/architecture.md`` for how): every server gets a ``FlowResult``;
 one login's failure never touches another's; nothing outlives its timeout; on return no
@@ -18,13 +20,14 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from runner.flows import authorize_many, authorize_many_sync
+    from runner.flows import Runner, authorize_many, authorize_many_sync
     from runner.host_provider import provider
     from runner.spec import FlowResult, ServerSpec
     from runner.store import TokenStore
 
 __all__ = [
     "FlowResult",
+    "Runner",
     "ServerSpec",
     "TokenStore",
     "authorize_many",
@@ -37,6 +40,7 @@ __all__ = [
 _HOMES = types.MappingProxyType(
     {
         "FlowResult": "runner.spec",
+        "Runner": "runner.flows",
         "ServerSpec": "runner.spec",
         "TokenStore": "runner.store",
         "authorize_many": "runner.flows",

@@ -54,6 +54,7 @@ __all__ = [
     "Launcher",
     "LazyLauncher",
     "StartMethod",
+    "check_start_method",
     "default_start_method",
     "open_launcher",
     "open_lazy_launcher",
@@ -111,7 +112,12 @@ async def open_launcher(method: StartMethod | None = None) -> AsyncIterator[Laun
         raise ValueError(f"start_method must be 'zygote' or 'spawn', not {method!r}")
 
 
-def _check_method(method: StartMethod | None) -> StartMethod:
+def check_start_method(method: StartMethod | None) -> StartMethod:
+    """``method``, or the default start method for None.
+
+    Raises:
+        ValueError: ``method`` is not a start method.
+    """
     method = method or default_start_method()
     if method not in ("zygote", "spawn"):
         raise ValueError(f"start_method must be 'zygote' or 'spawn', not {method!r}")
@@ -123,8 +129,11 @@ class LazyLauncher:
 
     The real launcher's block runs in a task of the owner's task group
     (``open_lazy_launcher``) and ends when the owner's block ends; until a first start,
-    nothing is started. A launcher that failed to open fails every later start the same
-    way (``LauncherError``), without trying again.
+    nothing is started. A zygote that has died (killed, or broke the protocol) is replaced
+    at the next start: its block ends (it is waited for) and a new one opens, so a
+    long-lived owner (``runner.Runner``) outlives its zygotes. A launcher that could not be
+    opened at all fails every later start the same way (``LauncherError``), without trying
+    again: whatever stopped it (no executable, no memory) is not transient.
     """
 
     def __init__(self, method: StartMethod, owner: anyio.abc.TaskGroup) -> None:
@@ -132,57 +141,81 @@ class LazyLauncher:
         self._owner = owner
         self._opening = anyio.Lock()
         self._launcher: Launcher | None = None
+        self._retire: anyio.Event | None = None  # set: the current launcher's block ends
         self._failure: str | None = None
-        self._closing = anyio.Event()
         self._closed = False
+        self.opened_count = 0
+        """How many real launchers were opened (zygotes started, for ``"zygote"``)."""
 
     @property
     def opened(self) -> bool:
-        """Whether the real launcher was opened (a zygote started, for ``"zygote"``)."""
+        """Whether a real launcher is open (a zygote started, for ``"zygote"``)."""
         return self._launcher is not None
 
     async def start(self, listener: socket.socket, channel: socket.socket) -> ChildProcess:
         launcher = await self._open()
         return await launcher.start(listener, channel)
 
+    async def warm_up(self) -> None:
+        """Open the real launcher now (a zygote: until it is ready), not at the first start.
+
+        Raises:
+            LauncherError: It could not be opened.
+        """
+        launcher = await self._open()
+        if isinstance(launcher, Zygote):
+            await launcher.ready()
+
     async def _open(self) -> Launcher:
         async with self._opening:
+            if isinstance(self._launcher, Zygote) and not self._launcher.alive:
+                self._retire_current()  # dead: its block ends; a new zygote opens below
             if self._launcher is not None:
                 return self._launcher
             if self._failure is not None:
                 raise LauncherError(self._failure)
             if self._closed:
                 raise LauncherError("the launcher is closed")
+            retire = anyio.Event()
             try:
-                launcher: Launcher = await self._owner.start(self._keep_open)
+                launcher: Launcher = await self._owner.start(self._keep_open, retire)
             except Exception as exc:
                 self._failure = f"the launcher could not be opened: {type(exc).__name__}: {exc}"
                 raise LauncherError(self._failure) from exc
-            self._launcher = launcher
+            self._launcher, self._retire = launcher, retire
+            self.opened_count += 1
             return launcher
 
     async def _keep_open(
-        self, *, task_status: anyio.abc.TaskStatus[Launcher] = anyio.TASK_STATUS_IGNORED
+        self,
+        retire: anyio.Event,
+        *,
+        task_status: anyio.abc.TaskStatus[Launcher] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         async with open_launcher(self.method) as launcher:
             task_status.started(launcher)
-            await self._closing.wait()
+            await retire.wait()
+
+    def _retire_current(self) -> None:
+        if self._retire is not None:
+            self._retire.set()
+        self._launcher = self._retire = None
 
     def close(self) -> None:
         """End the real launcher's block (the owner's task group waits for it)."""
         self._closed = True
-        self._closing.set()
+        self._retire_current()
 
 
 @contextlib.asynccontextmanager
 async def open_lazy_launcher(method: StartMethod | None = None) -> AsyncIterator[LazyLauncher]:
     """A ``LazyLauncher`` for the duration of the block; at its end the real launcher, if
-    one was opened, is stopped and waited for (a zygote: as at ``open_launcher``'s end).
+    one is open, is stopped and waited for (a zygote: as at ``open_launcher``'s end).
 
     Raises:
         ValueError: ``method`` is not a start method (at once, before anything starts).
     """
-    checked = _check_method(method)
+    checked = check_start_method(method)
     async with anyio.create_task_group() as owner:
         lazy = LazyLauncher(checked, owner)
         try:
@@ -459,6 +492,10 @@ class Zygote:
         with contextlib.suppress(ProcessLookupError):
             self._process.kill()
         await self._process.wait()
+
+    async def ready(self) -> None:
+        """Return once the zygote has said ``Ready`` (or has died: see ``alive``)."""
+        await self._ready.wait()
 
     def _unavailable(self) -> LauncherError:
         if self._broken is not None:
