@@ -16,6 +16,11 @@ Invariants:
   parent also starts it in its own session, so a terminal's Ctrl-C never reaches it);
 - when the channel reaches end of stream (the parent is gone) it exits at once;
 - it never writes a token or code to its logs.
+
+Start-up cost: a zygote calls :func:`preload` once, before it forks any child, so that what
+every child would otherwise import or build for itself on first use (the HTTP client's
+transport and TLS context, uvicorn's protocol modules, anyio's event loop backend) is
+loaded once and shared, copy-on-write, by all of them (docs/benchmarks.md has the figures).
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import logging
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -66,7 +73,7 @@ from runner.messages import (
 )
 from runner.pages import render_page, response_headers
 
-__all__ = ["main", "serve_fds"]
+__all__ = ["Preloaded", "main", "preload", "serve_fds"]
 
 logger = logging.getLogger("runner.child")
 
@@ -98,9 +105,10 @@ class _CallbackServer(uvicorn.Server):
 class _LoginAttempt:
     """One login's state inside the child: what the listener expects, and the outcome."""
 
-    def __init__(self, start: StartLogin, channel: Channel) -> None:
+    def __init__(self, start: StartLogin, channel: Channel, tls: ssl.SSLContext | None) -> None:
         self.start = start
         self.channel = channel
+        self.tls = tls
         self.expect = Expectation(
             host=start.redirect_host,
             port=start.redirect_port,
@@ -191,7 +199,9 @@ class _LoginAttempt:
         try:
             with anyio.fail_after(start.time_left):
                 self.provider = sdk.build_provider(start, self.on_redirect, self.on_callback)
-                await sdk.drive_login(self.provider, start.server_url, start.time_left)
+                await sdk.drive_login(
+                    self.provider, start.server_url, start.time_left, tls=self.tls
+                )
                 record = sdk.snapshot(self.provider, start.server_url)
         except TimeoutError as exc:
             error: FlowError = (
@@ -234,17 +244,10 @@ async def _listen_to_parent(
             logger.error("unexpected %s from the parent; ignored", type(message).__name__)
 
 
-async def _serve(listener: socket.socket, channel_sock: socket.socket) -> int:
-    channel = await Channel.from_socket(channel_sock)
-    try:
-        first = await channel.receive()
-    except ProtocolViolation:
-        return EXIT_PROTOCOL
-    if not isinstance(first, StartLogin):
-        return EXIT_PARENT_GONE if first is None else EXIT_PROTOCOL
-    login = _LoginAttempt(first, channel)
-    config = uvicorn.Config(
-        login.asgi,
+def _callback_config(app: Any) -> uvicorn.Config:
+    """How the callback listener runs uvicorn: one fixed configuration for every login."""
+    return uvicorn.Config(
+        app,
         interface="asgi3",
         lifespan="off",
         http="h11",
@@ -256,7 +259,52 @@ async def _serve(listener: socket.socket, channel_sock: socket.socket) -> int:
         timeout_keep_alive=5,
         timeout_graceful_shutdown=1,
     )
-    server = _CallbackServer(config)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preloaded:
+    """What :func:`preload` built for the children a zygote forks."""
+
+    tls: ssl.SSLContext
+    """The HTTP client's default TLS context (verification on, the same trust store and
+    environment settings the client would use), shared by every child's client instead of
+    each child building its own: building one parses the whole CA bundle (milliseconds of
+    CPU and megabytes of memory per child)."""
+
+
+async def _no_app(scope: _Scope, receive: Any, send: Any) -> None:  # pragma: no cover
+    raise RuntimeError("preload's configuration serves nothing")
+
+
+def preload() -> Preloaded:
+    """Load, without any I/O, thread or event loop, what each child would load on first use.
+
+    For a zygote, before it forks: each child then shares these pages instead of copying
+    the parts of the heap that importing and building touch. Safe to fork after: it starts
+    no thread, opens no socket and leaves no event loop. Guaranteed to load the HTTP
+    client's transport and TLS context and uvicorn's protocol modules; which modules that
+    is depends on the installed versions, so a module that is not there is not an error.
+    """
+    tls = sdk.tls_context()  # imports the client's transport (httpcore) and trust store
+    _callback_config(_no_app).load()  # imports uvicorn's protocol and lifespan modules
+    # anyio imports its asyncio backend at the first anyio.run, i.e. in every child.
+    with contextlib.suppress(ImportError):
+        importlib.import_module("anyio._backends._asyncio")
+    return Preloaded(tls=tls)
+
+
+async def _serve(
+    listener: socket.socket, channel_sock: socket.socket, tls: ssl.SSLContext | None
+) -> int:
+    channel = await Channel.from_socket(channel_sock)
+    try:
+        first = await channel.receive()
+    except ProtocolViolation:
+        return EXIT_PROTOCOL
+    if not isinstance(first, StartLogin):
+        return EXIT_PARENT_GONE if first is None else EXIT_PROTOCOL
+    login = _LoginAttempt(first, channel, tls)
+    server = _CallbackServer(_callback_config(login.asgi))
     served = anyio.Event()
 
     async def serve() -> None:
@@ -282,11 +330,12 @@ async def _serve(listener: socket.socket, channel_sock: socket.socket) -> int:
     return EXIT_PARENT_GONE if stop.parent_gone else EXIT_OK
 
 
-def serve_fds(listen_fd: int, channel_fd: int) -> int:
+def serve_fds(listen_fd: int, channel_fd: int, preloaded: Preloaded | None = None) -> int:
     """Run one login on two inherited descriptors; returns the process exit code.
 
-    The entry point for both start methods: ``main`` (a fresh interpreter) and the
-    zygote's forked children (``runner.zygote``).
+    The entry point for both start methods: ``main`` (a fresh interpreter, which builds
+    what it needs as it goes) and the zygote's forked children (``runner.zygote``, which
+    passes what it preloaded).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="runner.child[%(process)d] %(message)s")
@@ -295,7 +344,7 @@ def serve_fds(listen_fd: int, channel_fd: int) -> int:
     listener = socket.socket(fileno=listen_fd)
     channel = socket.socket(fileno=channel_fd)
     try:
-        return anyio.run(_serve, listener, channel)
+        return anyio.run(_serve, listener, channel, preloaded.tls if preloaded else None)
     finally:
         listener.close()
         channel.close()

@@ -26,6 +26,7 @@ and does not do"):
 
 from __future__ import annotations
 
+import ssl
 import types
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -71,6 +72,7 @@ __all__ = [
     "http_client_module",
     "issuer_expectation",
     "snapshot",
+    "tls_context",
 ]
 
 # The request that starts a login: an MCP initialize, as a real client's first request.
@@ -188,13 +190,29 @@ def code_result(code: str, state: str, iss: str | None) -> CodeResult:
     return CodeResult(code=code, state=state, iss=iss)
 
 
-async def drive_login(provider: OAuthClientProvider, server_url: str, timeout: float) -> None:
+def tls_context() -> ssl.SSLContext:
+    """The HTTP client's default TLS context (what ``verify=True`` builds: verification on,
+    its trust store, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` from the environment)."""
+    return http.create_ssl_context()
+
+
+async def drive_login(
+    provider: OAuthClientProvider,
+    server_url: str,
+    timeout: float,
+    *,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     """Send the MCP server a first request through ``provider``, which logs in as needed.
+    ``tls``: a context from ``tls_context()`` built beforehand (None builds one now).
 
     Raises ``OAuthProtocolError`` when the server still refuses after the login.
     """
+    verify: ssl.SSLContext | bool = tls if tls is not None else True
     async with (
-        http.AsyncClient(auth=provider, timeout=timeout, follow_redirects=False) as client,
+        http.AsyncClient(
+            auth=provider, timeout=timeout, follow_redirects=False, verify=verify
+        ) as client,
         client.stream(
             "POST",
             server_url,

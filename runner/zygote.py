@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import selectors
 import signal
@@ -41,6 +42,7 @@ import traceback
 from typing import Final
 
 from runner import zygote_protocol as zp
+from runner.child import Preloaded, preload, serve_fds
 
 __all__ = ["main"]
 
@@ -66,7 +68,7 @@ def _reap(children: set[int], control: socket.socket) -> None:
             _send(control, zp.Exited(pid=pid, code=os.waitstatus_to_exitcode(status)))
 
 
-def _fork(fds: list[int], closing: list[int]) -> int:
+def _fork(fds: list[int], closing: list[int], preloaded: Preloaded) -> int:
     """Fork one login's child; in the child, never return."""
     pid = os.fork()
     if pid:
@@ -81,9 +83,7 @@ def _fork(fds: list[int], closing: list[int]) -> int:
         listen_fd, channel_fd, stderr_fd = fds
         os.dup2(stderr_fd, 2)
         os.close(stderr_fd)
-        from runner.child import serve_fds
-
-        code = serve_fds(listen_fd, channel_fd)
+        code = serve_fds(listen_fd, channel_fd, preloaded)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -95,7 +95,12 @@ def _fork(fds: list[int], closing: list[int]) -> int:
 
 
 def _obey(
-    control: socket.socket, data: bytes, fds: list[int], closing: list[int], children: set[int]
+    control: socket.socket,
+    data: bytes,
+    fds: list[int],
+    closing: list[int],
+    children: set[int],
+    preloaded: Preloaded,
 ) -> None:
     """Carry out one command. The caller closes ``fds`` (our copies) afterwards."""
     try:
@@ -111,7 +116,7 @@ def _obey(
             )
             return
         try:
-            pid = _fork(fds, closing)
+            pid = _fork(fds, closing, preloaded)
         except OSError as exc:  # EAGAIN, ENOMEM: this login fails, the others go on
             _send(control, zp.Refused(id=command.id, reason=f"fork: {exc.strerror}"))
             return
@@ -147,7 +152,13 @@ def _finish(children: set[int]) -> None:
 
 def serve(control: socket.socket) -> None:
     """The zygote's loop; returns at end of stream on ``control``."""
-    import runner.child  # noqa: F401  (the point of the zygote: pay for the imports once)
+    # The point of the zygote: pay once for the imports (runner.child, at the top) and for
+    # what each child would load on first use (preload). Then freeze the heap: objects
+    # that exist now are never traversed by a child's garbage collector, so a collection
+    # in a child does not write to (and so copy) every page it inherited.
+    preloaded = preload()
+    gc.collect()
+    gc.freeze()
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
@@ -180,7 +191,7 @@ def serve(control: socket.socket) -> None:
                     # Something was cut off: never act on part of a command.
                     _send(control, zp.Refused(id=None, reason="packet or descriptors cut off"))
                 else:
-                    _obey(control, data, fds, closing, children)
+                    _obey(control, data, fds, closing, children, preloaded)
                 for fd in fds:
                     os.close(fd)
             _reap(children, control)

@@ -39,3 +39,39 @@ def test_the_package_loads_its_public_names_on_first_use() -> None:
     loaded = modules_after_import("runner")
     assert "runner.flows" not in loaded
     assert "portlease" not in loaded
+
+
+PRELOAD_PROBE = """
+import json, os, sys, threading
+import runner.child
+fds = sorted(os.listdir("/proc/self/fd"))
+before = set(sys.modules)
+preloaded = runner.child.preload()
+print(json.dumps({
+    "loaded": sorted(set(sys.modules) - before),
+    "threads": threading.active_count(),
+    "fds_same": sorted(os.listdir("/proc/self/fd")) == fds,
+    "verifies": preloaded.tls.verify_mode.name,
+}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/fd")
+def test_preload_loads_what_a_child_would_and_leaves_it_safe_to_fork() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PRELOAD_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    seen = json.loads(done.stdout)
+    loaded = set(seen["loaded"])
+    # What each child would otherwise import for itself at its first request and start.
+    assert "h11" in loaded
+    assert "uvicorn.protocols.http.h11_impl" in loaded
+    assert any(name.startswith("httpcore") for name in loaded)
+    # Forking after it is safe: no thread started, no descriptor left open.
+    assert seen["threads"] == 1
+    assert seen["fds_same"] is True
+    assert seen["verifies"] == "CERT_REQUIRED"
