@@ -192,8 +192,14 @@ def code_result(code: str, state: str, iss: str | None) -> CodeResult:
 
 def tls_context() -> ssl.SSLContext:
     """The HTTP client's default TLS context (what ``verify=True`` builds: verification on,
-    its trust store, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` from the environment)."""
-    return http.create_ssl_context()
+    its trust store, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` from the environment).
+
+    Building it also loads the client's transport (``httpcore``), which some versions
+    import only when a first client is made: a throwaway transport is made here for that,
+    without any I/O."""
+    context = http.create_ssl_context()
+    http.AsyncHTTPTransport(verify=context)  # never opened, so nothing to close
+    return context
 
 
 async def drive_login(

@@ -39,10 +39,13 @@ import socket
 import sys
 import time
 import traceback
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+from runner import sdk_subset
 from runner import zygote_protocol as zp
-from runner.child import Preloaded, preload, serve_fds
+
+if TYPE_CHECKING:
+    from runner.child import Preloaded
 
 __all__ = ["main"]
 
@@ -83,6 +86,8 @@ def _fork(fds: list[int], closing: list[int], preloaded: Preloaded) -> int:
         listen_fd, channel_fd, stderr_fd = fds
         os.dup2(stderr_fd, 2)
         os.close(stderr_fd)
+        from runner.child import serve_fds  # imported already: see serve()
+
         code = serve_fds(listen_fd, channel_fd, preloaded)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -152,10 +157,15 @@ def _finish(children: set[int]) -> None:
 
 def serve(control: socket.socket) -> None:
     """The zygote's loop; returns at end of stream on ``control``."""
-    # The point of the zygote: pay once for the imports (runner.child, at the top) and for
-    # what each child would load on first use (preload). Then freeze the heap: objects
-    # that exist now are never traversed by a child's garbage collector, so a collection
-    # in a child does not write to (and so copy) every page it inherited.
+    # The point of the zygote: pay once for the imports and for what each child would load
+    # on first use (preload). Only the SDK's OAuth client, not the whole SDK: runner.child
+    # needs no more (runner.sdk_subset), and the host's first login waits for this. Then
+    # freeze the heap: objects that exist now are never traversed by a child's garbage
+    # collector, so a collection in a child does not write to (and so copy) every page it
+    # inherited.
+    sdk_subset.load_oauth_client()
+    from runner.child import preload
+
     preloaded = preload()
     gc.collect()
     gc.freeze()

@@ -48,7 +48,8 @@ fds = sorted(os.listdir("/proc/self/fd"))
 before = set(sys.modules)
 preloaded = runner.child.preload()
 print(json.dumps({
-    "loaded": sorted(set(sys.modules) - before),
+    "new": sorted(set(sys.modules) - before),
+    "loaded": sorted(sys.modules),
     "threads": threading.active_count(),
     "fds_same": sorted(os.listdir("/proc/self/fd")) == fds,
     "verifies": preloaded.tls.verify_mode.name,
@@ -67,11 +68,42 @@ def test_preload_loads_what_a_child_would_and_leaves_it_safe_to_fork() -> None:
     )
     seen = json.loads(done.stdout)
     loaded = set(seen["loaded"])
-    # What each child would otherwise import for itself at its first request and start.
-    assert "h11" in loaded
-    assert "uvicorn.protocols.http.h11_impl" in loaded
+    # What each child would otherwise import for itself at its first request and start
+    # (the HTTP client's transport comes with the client on some versions, on first use on
+    # others; uvicorn's protocol and anyio's backend always on first use).
+    assert {"h11", "anyio._backends._asyncio", "uvicorn.protocols.http.h11_impl"} <= loaded
     assert any(name.startswith("httpcore") for name in loaded)
+    assert "uvicorn.protocols.http.h11_impl" in seen["new"]
     # Forking after it is safe: no thread started, no descriptor left open.
     assert seen["threads"] == 1
     assert seen["fds_same"] is True
     assert seen["verifies"] == "CERT_REQUIRED"
+
+
+SUBSET_PROBE = """
+import json, sys
+from runner import sdk_subset
+first = sdk_subset.load_oauth_client()
+from mcp.client.auth import OAuthClientProvider
+from mcp.shared.auth import OAuthToken
+import runner.child
+print(json.dumps({
+    "first": first,
+    "again": sdk_subset.load_oauth_client(),
+    "server": sorted(n for n in sys.modules if n.startswith("mcp.server")),
+    "session": "mcp.client.session" in sys.modules,
+    "token": OAuthToken(access_token="a", token_type="Bearer").access_token,
+}))
+"""
+
+
+def test_the_zygote_loads_the_sdks_oauth_client_without_the_rest_of_the_sdk() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SUBSET_PROBE], capture_output=True, text=True, timeout=60, check=True
+    )
+    seen = json.loads(done.stdout)
+    assert seen["first"] is True
+    assert seen["again"] is False  # the SDK is imported now: nothing to do
+    assert seen["server"] == []
+    assert seen["session"] is False
+    assert seen["token"] == "a"
