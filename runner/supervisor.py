@@ -338,6 +338,13 @@ class Supervisor:
             stored = await self._refresh(spec, stored, deadline, outcome)
             if outcome.login is not None or outcome.error is not None:
                 return
+        if not self.interactive and _only_a_person_can_log_in(stored):
+            # The child would only find that out after its discovery: no port, no child.
+            outcome.error = NeedsInteraction(
+                f"{spec.name} needs a person to log in in a browser (interactive=False): "
+                "nothing stored could be refreshed"
+            )
+            return
         lease = await self._lease(spec, plan_port(spec, stored, deadline - time.monotonic()))
         outcome.port = lease.port
         try:
@@ -560,6 +567,13 @@ def _fast_status(spec: ServerSpec, stored: StoredLogin | None) -> LoginStatus:
     ):
         return LoginStatus.NEEDS_LOGIN
     return login_status(stored, now=time.time())
+
+
+def _only_a_person_can_log_in(stored: StoredLogin | None) -> bool:
+    """Whether a login from ``stored`` (not valid, or not refreshed here) can only end in
+    the browser: nothing stored, or no refresh token for the SDK to try (with one, the SDK
+    in the child may still refresh, e.g. after discovering a token endpoint)."""
+    return stored is None or not stored.tokens.refresh_token
 
 
 def _without_tokens(stored: StoredLogin) -> StoredLogin:

@@ -398,3 +398,17 @@ def test_a_waiter_takes_over_from_a_killed_leader(tmp_path: Path) -> None:
         assert saved is not None
         assert hashlib.sha256(saved.tokens.access_token.encode()).hexdigest() == took_over["token"]
     assert Registry(tmp_path / "leases").list() == []  # no live lease left
+
+
+async def test_nothing_stored_without_a_person_needs_interaction_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Sandbox(servers=2) as sandbox:
+        watch = ProcessWatch(monkeypatch)
+        with watch.watching():
+            results = await login(sandbox, tmp_path, interactive=False)
+        for name, result in results.items():
+            assert isinstance(result.error, NeedsInteraction), (name, result.error)
+            assert name in str(result.error) and "interactive=False" in str(result.error)
+            assert sandbox.grant_counts(name)["authorize"] == 0
+        assert watch.seen == {} and watch.leases == []
