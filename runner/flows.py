@@ -41,6 +41,7 @@ from runner.launch import LazyLauncher, StartMethod, check_start_method, open_la
 from runner.notices import Notices
 from runner.offloop import Browser, system_browser
 from runner.progress import Progress, ProgressPump, log_progress
+from runner.refresh import SharedTlsContext
 from runner.spec import FlowResult, ServerSpec, parse_servers
 from runner.store import TokenStore
 from runner.supervisor import CALLBACK_GRACE, Supervisor
@@ -97,6 +98,7 @@ class Runner:
         self.store = store if store is not None else TokenStore()
         self.registry = registry if registry is not None else Registry()
         self.start_method: StartMethod = check_start_method(start_method)
+        self._tls = SharedTlsContext()  # for refreshes in this process, built at the first
         self._launcher: LazyLauncher | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._entered = False
@@ -211,6 +213,7 @@ class Runner:
                     interactive=interactive,
                     progress=pump.tell,
                     notices=notices,
+                    tls=self._tls,
                 )
                 if pastes is not None:
                     outer.start_soon(supervisor.read_pastes, pastes)

@@ -60,7 +60,13 @@ from pydantic import AnyUrl
 from runner.errors import InvalidServerSpec, NeedsInteraction, RefreshRefused
 from runner.loopback import netloc_host
 from runner.offloop import Browser, holding, in_daemon_thread
-from runner.refresh import DEFAULT_MARGIN, LoginStatus, login_status, refresh_login
+from runner.refresh import (
+    DEFAULT_MARGIN,
+    LoginStatus,
+    SharedTlsContext,
+    login_status,
+    refresh_login,
+)
 from runner.sdk import http
 from runner.spec import ServerSpec
 from runner.store import TokenStore, TokenStoreError, TokenStoreWarning
@@ -197,6 +203,7 @@ class RunnerProvider(OAuthClientProvider):
         self._interactive = interactive
         self._browser = browser
         self._timeout = timeout
+        self._tls = SharedTlsContext()  # one for every refresh of this provider
         self._margin = margin
         self._login: StoredLogin | None = None
         self._restored = False
@@ -285,7 +292,7 @@ class RunnerProvider(OAuthClientProvider):
                 return stored  # valid, or a sibling rotated it meanwhile: adopt, never replay
             if _refreshable(stored):
                 try:
-                    renewed = await refresh_login(stored, timeout=self._timeout)
+                    renewed = await refresh_login(stored, timeout=self._timeout, tls=self._tls)
                 except RefreshRefused as exc:
                     logger.info("%s: %s", name, exc)
                 else:

@@ -33,6 +33,7 @@ import dataclasses
 import enum
 import math
 import re
+import ssl
 import time
 import types
 from collections.abc import Mapping
@@ -45,6 +46,7 @@ from mcp.shared.auth_utils import resource_url_from_server_url
 
 from runner import sdk
 from runner.errors import FlowTimeout, OAuthProtocolError, RefreshRefused
+from runner.offloop import in_daemon_thread
 from runner.stored import InvalidLoginRecord, StoredLogin
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "MAX_TOKEN_RESPONSE_BYTES",
     "LoginStatus",
     "RefreshRequest",
+    "SharedTlsContext",
     "login_status",
     "refresh_login",
     "refresh_request",
@@ -237,13 +240,36 @@ def refreshed_login(stored: StoredLogin, status: int, body: bytes, *, now: float
         raise OAuthProtocolError(f"{where}: the refresh response is not a valid login") from None
 
 
-async def refresh_login(stored: StoredLogin, *, timeout: float) -> StoredLogin:
+class SharedTlsContext:
+    """One TLS context for many refreshes (of a ``Runner``, or of a provider), built at
+    the first one and reused.
+
+    Building the HTTP client's default context parses its whole trust store: 60-75 ms of
+    CPU here, which a new client per refresh paid every time, on the event loop. It is
+    built in a daemon thread instead, once. It is ``runner.sdk.tls_context()``: the trust
+    store and ``SSL_CERT_FILE``/``SSL_CERT_DIR`` as they are at that first refresh.
+    """
+
+    def __init__(self) -> None:
+        self._context: ssl.SSLContext | None = None
+        self._building = anyio.Lock()
+
+    async def get(self) -> ssl.SSLContext:
+        async with self._building:
+            if self._context is None:
+                self._context = await in_daemon_thread("runner-tls-context", sdk.tls_context)
+            return self._context
+
+
+async def refresh_login(
+    stored: StoredLogin, *, timeout: float, tls: SharedTlsContext | None = None
+) -> StoredLogin:
     """Refresh ``stored`` at its token endpoint; the new login (not saved: the caller
     saves it).
 
     One POST with the SDK's own HTTP client module (``runner.sdk.http_client_module``),
     bounded by ``timeout`` seconds as a whole, no redirects followed, no environment
-    proxies.
+    proxies; over ``tls``'s context when given (else the client builds its own).
 
     Raises:
         RefreshRefused: the server refused the refresh token (a new login is needed).
@@ -257,9 +283,10 @@ async def refresh_login(stored: StoredLogin, *, timeout: float) -> StoredLogin:
     body = bytearray()
     try:
         with anyio.fail_after(timeout):
+            verify: ssl.SSLContext | bool = True if tls is None else await tls.get()
             async with (
                 http.AsyncClient(
-                    timeout=timeout, follow_redirects=False, trust_env=False
+                    timeout=timeout, follow_redirects=False, trust_env=False, verify=verify
                 ) as client,
                 client.stream(
                     "POST", request.url, data=dict(request.form), headers=dict(request.headers)

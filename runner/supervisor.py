@@ -82,7 +82,7 @@ from runner.offloop import (
     save_login,
 )
 from runner.port_policy import IfTaken, PortPlan, plan_port
-from runner.refresh import LoginStatus, login_status, refresh_login
+from runner.refresh import LoginStatus, SharedTlsContext, login_status, refresh_login
 from runner.routing import Deliver, PasteRouter
 from runner.spec import FlowResult, ServerSpec
 from runner.store import LoginLockTimeout, TokenStoreError, TokenStoreWarning
@@ -166,6 +166,7 @@ class Supervisor:
         interactive: bool,
         progress: Callable[[str | None, str], None],
         notices: Notices,
+        tls: SharedTlsContext | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -174,6 +175,7 @@ class Supervisor:
         self.interactive = interactive
         self.progress = progress  # never raises, never blocks: ProgressPump.tell
         self.notices = notices
+        self.tls = tls  # for refreshes here; None: each builds its own
         self.router = PasteRouter()
         self.channels: dict[str, Channel] = {}  # armed logins' channels, for their pastes
 
@@ -367,7 +369,9 @@ class Supervisor:
         outcome.doing = "refreshing its stored login"
         try:
             login = await refresh_login(
-                stored, timeout=min(REFRESH_TIMEOUT, max(0.1, deadline - time.monotonic()))
+                stored,
+                tls=self.tls,
+                timeout=min(REFRESH_TIMEOUT, max(0.1, deadline - time.monotonic()))
             )
         except RefreshRefused as exc:
             outcome.doing = None

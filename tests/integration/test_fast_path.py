@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -19,11 +20,13 @@ import psutil
 import pytest
 from flow_helpers import ParentProcess, kill_all, wait_processes_gone, wait_until
 
+import runner.sdk
 from portlease import Registry
 from portlease.registry import Registry as RegistryClass
 from runner import FlowResult, ServerSpec, TokenStore, authorize_many
 from runner.errors import NeedsInteraction
 from runner.sandbox import Sandbox, list_tools_with_token
+from runner.sdk import tls_context
 
 pytestmark = pytest.mark.anyio
 
@@ -412,3 +415,25 @@ async def test_nothing_stored_without_a_person_needs_interaction_at_once(
             assert name in str(result.error) and "interactive=False" in str(result.error)
             assert sandbox.grant_counts(name)["authorize"] == 0
         assert watch.seen == {} and watch.leases == []
+
+
+async def test_a_call_builds_one_tls_context_for_all_its_refreshes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Sandbox(servers=3) as sandbox:
+        assert all(r.ok for r in (await login(sandbox, tmp_path)).values())
+        store = TokenStore(tmp_path / "tokens")
+        for server in sandbox.servers:
+            expire(store, server.name)
+        built: list[ssl.SSLContext] = []
+
+        def counting_tls_context() -> ssl.SSLContext:
+            built.append(tls_context())
+            return built[-1]
+
+        monkeypatch.setattr(runner.sdk, "tls_context", counting_tls_context)
+        again = await login(sandbox, tmp_path)
+        assert all(r.ok and not r.interactive for r in again.values()), again
+        for server in sandbox.servers:
+            assert sandbox.grant_counts(server.name)["refresh_token"] == 1
+        assert len(built) == 1
