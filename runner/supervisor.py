@@ -371,7 +371,7 @@ class Supervisor:
             login = await refresh_login(
                 stored,
                 tls=self.tls,
-                timeout=min(REFRESH_TIMEOUT, max(0.1, deadline - time.monotonic()))
+                timeout=min(REFRESH_TIMEOUT, max(0.1, deadline - time.monotonic())),
             )
         except RefreshRefused as exc:
             outcome.doing = None
