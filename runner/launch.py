@@ -160,11 +160,13 @@ class LazyLauncher:
         """Open the real launcher now (a zygote: until it is ready), not at the first start.
 
         Raises:
-            LauncherError: It could not be opened.
+            LauncherError: It could not be opened, or the zygote died before it was ready.
         """
         launcher = await self._open()
         if isinstance(launcher, Zygote):
             await launcher.ready()
+            if not launcher.alive:  # died before it was ready: the next start replaces it
+                raise launcher._unavailable()
 
     async def _open(self) -> Launcher:
         async with self._opening:

@@ -19,7 +19,14 @@ from portlease import Registry
 from runner import zygote_protocol as zp
 from runner.channel import Channel
 from runner.child_lifetime import start_child
-from runner.launch import ChildProcess, Launcher, LauncherError, Zygote, open_launcher
+from runner.launch import (
+    ChildProcess,
+    Launcher,
+    LauncherError,
+    Zygote,
+    open_launcher,
+    open_lazy_launcher,
+)
 from runner.messages import LoginFailed, StartLogin
 
 pytestmark = pytest.mark.anyio
@@ -251,3 +258,28 @@ async def test_a_refused_fork_is_a_launcher_error_and_the_zygote_goes_on(tmp_pat
                 with anyio.fail_after(5), pytest.raises(LauncherError, match="temporarily"):
                     await zygote.start(lease.socket, theirs)
                 assert zygote.alive
+
+
+async def test_a_zygote_dead_before_ready_fails_warm_up_and_the_next_one_replaces_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened: list[int] = []
+    real_open = Zygote.open
+
+    @asynccontextmanager
+    async def first_dies_then_real() -> AsyncIterator[Zygote]:
+        opened.append(len(opened))
+        if len(opened) == 1:  # an impostor that exits without a word
+            async with Zygote._run([sys.executable, "-c", "raise SystemExit(3)"]) as zygote:
+                yield zygote
+        else:
+            async with real_open() as zygote:
+                yield zygote
+
+    monkeypatch.setattr(Zygote, "open", first_dies_then_real)
+    async with open_lazy_launcher("zygote") as launcher:
+        with anyio.fail_after(10), pytest.raises(LauncherError, match="exited"):
+            await launcher.warm_up()
+        with anyio.fail_after(30):
+            await launcher.warm_up()
+        assert launcher.opened_count == 2 and launcher.opened
