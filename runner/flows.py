@@ -86,6 +86,7 @@ class Runner:
 
     Raises:
         ValueError: ``start_method`` is not a start method.
+        RegistryError: The default registry's directory cannot be made ready.
     """
 
     def __init__(
@@ -192,11 +193,7 @@ class Runner:
             LoginCleanupWarning: Tidying up after a login failed (its result is kept).
             TokenStoreWarning: A token file could not be read or the tokens not saved.
         """
-        specs = parse_servers(servers)
-        if not (isinstance(timeout, int | float) and timeout > 0):
-            raise InvalidServerSpec(
-                f"timeout must be a positive number of seconds, not {timeout!r}"
-            )
+        specs = _checked_call(servers, timeout)
         launcher = self._open_launcher()
         if pastes is None and interactive and stdin_is_terminal():
             pastes = terminal_lines()
@@ -249,7 +246,8 @@ async def authorize_many(
     returned, raised and warned, are ``Runner.authorize_many``'s. A host that logs in more
     than once keeps a ``Runner`` instead, and pays for its zygote once.
     """
-    specs = parse_servers(servers)  # a malformed spec is refused before anything starts
+    # Refused before the Runner exists: its default registry creates a directory.
+    specs = _checked_call(servers, timeout)
     async with Runner(store=store, registry=registry, start_method=start_method) as runner:
         return await runner.authorize_many(
             specs,
@@ -259,6 +257,16 @@ async def authorize_many(
             interactive=interactive,
             progress=progress,
         )
+
+
+def _checked_call(
+    servers: Iterable[ServerSpec] | Mapping[str, Mapping[str, Any]], timeout: object
+) -> list[ServerSpec]:
+    """The call's specs, once they and ``timeout`` are checked (``InvalidServerSpec``)."""
+    specs = parse_servers(servers)
+    if not (isinstance(timeout, int | float) and timeout > 0):
+        raise InvalidServerSpec(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return specs
 
 
 def authorize_many_sync(

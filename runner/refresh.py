@@ -244,7 +244,7 @@ class SharedTlsContext:
     """One TLS context for many refreshes (of a ``Runner``, or of a provider), built at
     the first one and reused.
 
-    Building the HTTP client's default context parses its whole trust store: 60-75 ms of
+    Building the HTTP client's default context parses its whole trust store: 17-75 ms of
     CPU here, which a new client per refresh paid every time, on the event loop. It is
     built in a daemon thread instead, once. It is ``runner.sdk.tls_context()``: the trust
     store and ``SSL_CERT_FILE``/``SSL_CERT_DIR`` as they are at that first refresh.

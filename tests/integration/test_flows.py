@@ -211,6 +211,16 @@ async def test_bad_server_entries_raise_before_anything_starts(tmp_path: Path) -
     assert Registry(tmp_path / "leases").list(stale=True) == []
 
 
+async def test_a_bad_timeout_is_refused_before_the_default_registry_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unmade = tmp_path / "default-registry"
+    monkeypatch.setenv("PORTLEASE_DIR", str(unmade))
+    with pytest.raises(InvalidServerSpec, match="timeout"):
+        await authorize_many([], timeout=-1, store=TokenStore(tmp_path / "tokens"))
+    assert not unmade.exists()
+
+
 async def test_the_sync_entry_point_refuses_a_running_loop(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="await authorize_many"):
         authorize_many_sync([], registry=Registry(tmp_path))
