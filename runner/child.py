@@ -8,8 +8,12 @@ It inherits two descriptors from its parent and binds nothing itself:
 
 Invariants:
 
-- the first message is ``StartLogin``; the child then runs the SDK's OAuth client and
-  ends with exactly one ``TokensIssued`` or ``LoginFailed``, then exits;
+- the first message is ``StartLogin``; the child then runs the SDK's OAuth client from the
+  challenge it carries (or, without one, from the server's answer to an ``initialize``)
+  and ends with exactly one ``TokensIssued``, ``NotChallenged`` (the server asked for no
+  login) or ``LoginFailed``, then exits;
+- it never refreshes and never holds a refresh token: the parent refreshes, under the
+  server's lock, so a refresh token is sent at most once per call;
 - only a request judged ``Accepted`` or ``Denied`` by ``runner.callback`` (or such a
   paste) can finish the wait; everything else gets an escaped page and the wait goes on;
 - it never reads stdin and ignores SIGINT: Ctrl-C is the parent's to handle (the
@@ -51,6 +55,7 @@ from runner.callback import (
     judge_paste,
     judge_request,
 )
+from runner.challenge import Challenge, parse_challenge
 from runner.channel import Channel
 from runner.errors import (
     AuthorizationDenied,
@@ -65,6 +70,7 @@ from runner.messages import (
     CallbackRejected,
     DeliverCallback,
     LoginFailed,
+    NotChallenged,
     ProtocolViolation,
     ServerReady,
     Shutdown,
@@ -198,9 +204,22 @@ class _LoginAttempt:
         start = self.start
         try:
             with anyio.fail_after(start.time_left):
+                if start.challenge is not None:
+                    challenge = parse_challenge(401, start.challenge) or Challenge(401)
+                else:
+                    answer = await sdk.probe(start.server_url, start.time_left, tls=self.tls)
+                    if not isinstance(answer, Challenge):
+                        await self.channel.send(NotChallenged(status=answer))
+                        return
+                    challenge = answer
                 self.provider = sdk.build_provider(start, self.on_redirect, self.on_callback)
                 await sdk.drive_login(
-                    self.provider, start.server_url, start.time_left, tls=self.tls
+                    self.provider,
+                    start.server_url,
+                    start.time_left,
+                    challenge,
+                    scope=start.scope,
+                    tls=self.tls,
                 )
                 record = sdk.snapshot(self.provider, start.server_url)
         except TimeoutError as exc:

@@ -238,16 +238,20 @@ def _iso(epoch: float | None) -> str | None:
 
 
 def _login_state(spec: ServerSpec, login: StoredLogin | None, now: float) -> str:
-    from runner.refresh import LoginStatus, login_status
+    """The renewal policy's answer (``runner.renewal``, the one the provider and
+    ``authorize`` carry out), in words."""
+    from runner.renewal import LoginState, login_state
 
     if login is None:
         return "not logged in"
     if login.server_url and login.server_url != spec.url:
         return f"stored for another URL ({login.server_url})"
-    status = login_status(login, now=now)
-    if status is LoginStatus.VALID:
+    state = login_state(
+        login, name=spec.name, server_url=spec.url, client_id=spec.client_id, now=now
+    )
+    if state is LoginState.VALID:
         return "logged in"
-    if status is LoginStatus.REFRESHABLE:
+    if state is LoginState.REFRESHABLE:
         return "expired, refreshable"
     return "expired: log in again"
 
@@ -328,7 +332,9 @@ def _logout(args: argparse.Namespace) -> int:
             return 0
     for name in names:
         try:
-            removed = place.store.delete(name)
+            # Under the server's login lock: a refresh in flight elsewhere finishes first
+            # and cannot write the login back once it is gone.
+            removed = place.store.logout(name, timeout=_LOGOUT_LOCK_WAIT)
         except InvalidServerSpec as exc:
             if args.all:
                 print(f"{name}: left alone ({exc})")
@@ -336,6 +342,10 @@ def _logout(args: argparse.Namespace) -> int:
             raise
         print(f"{name}: logged out" if removed else f"{name}: no stored login")
     return 0
+
+
+#: How long ``logout`` waits for another process's refresh or login of a server.
+_LOGOUT_LOCK_WAIT = 60.0
 
 
 # --- authorize ------------------------------------------------------------------------------------

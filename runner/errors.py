@@ -12,7 +12,11 @@ Every outcome of a login that is not a token is one of these, carried in
      ├── NeedsInteraction
      ├── FlowCrashed
      ├── OAuthProtocolError
-     └── RefreshRefused
+     │    └── ClientMetadataRefused
+     ├── RefreshRefused
+     ├── RefreshFailed
+     ├── AccessRefused
+     └── LoginLockUnavailable
 
 Every class pickles and crosses the parent/child pipe by name (``to_wire`` /
 ``error_from_wire``), so a child can report a typed failure.
@@ -34,16 +38,20 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 __all__ = [
+    "AccessRefused",
     "AuthorizationDenied",
     "CallbackPortBusy",
+    "ClientMetadataRefused",
     "FlowCrashed",
     "FlowError",
     "FlowTimeout",
     "HostCallbackWarning",
     "InvalidServerSpec",
     "LoginCleanupWarning",
+    "LoginLockUnavailable",
     "NeedsInteraction",
     "OAuthProtocolError",
+    "RefreshFailed",
     "RefreshRefused",
     "error_from_wire",
 ]
@@ -108,12 +116,69 @@ class OAuthProtocolError(FlowError):
     """Discovery, registration, token exchange or an issuer check failed."""
 
 
+class ClientMetadataRefused(OAuthProtocolError):
+    """The authorization server refused the Client ID Metadata Document this login
+    presented as its ``client_id`` (``invalid_client``). The login's server is marked so in
+    the store (hermes's ``.cimd-off``) and registers dynamically from then on."""
+
+
 class RefreshRefused(FlowError):
-    """The authorization server refused the stored refresh token (HTTP 400 or 401:
-    ``invalid_grant``, a revoked or rotated-away token, an unknown client): the tokens are
-    of no more use and a new login is needed. ``authorize_many`` handles it itself (a
-    browser login, or ``NeedsInteraction`` when ``interactive=False``); hosts that refresh
-    through ``runner.refresh`` see it."""
+    """The authorization server said the stored refresh token is dead: ``invalid_grant``
+    (revoked, expired or rotated away), or ``invalid_client`` seen twice (the client's
+    registration is gone too; ``code`` says which). Only this condemns a refresh token; a new
+    login is needed. ``authorize_many`` handles it itself (a browser login, or
+    ``NeedsInteraction`` when ``interactive=False``)."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, {"code": self.code}))
+
+
+class RefreshFailed(FlowError):
+    """The token endpoint did not refresh the stored login, and did not say it is dead: the
+    login is kept as it was.
+
+    ``temporary`` is True when nothing was said (HTTP 5xx, 429 past its ``Retry-After``, a
+    network error, a timeout): try again later; no person is asked to log in for it. False
+    for a refusal that condemns nothing (``invalid_request``, a proxy's HTML page) or an
+    answer that is no token response: a new login may replace the stored one once it
+    succeeds.
+    """
+
+    def __init__(self, message: str, *, temporary: bool) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, {"temporary": self.temporary}))
+
+
+class AccessRefused(FlowError):
+    """The MCP server kept refusing a request after the runner renewed its token: a 401
+    again, or a 403 ``insufficient_scope`` again after a step-up, as many times as
+    ``runner.provider`` allows per request (``MAX_RENEWALS_PER_REQUEST``)."""
+
+
+class LoginLockUnavailable(FlowError):
+    """The server's login lock cannot be taken at all (a directory or a symlink where the
+    lock file should be, an unsafe directory): the login stops there rather than refresh or
+    write without it, since another process could be doing the same. ``path`` names the
+    file to fix."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, {"path": self.path}))
+
+
+def _rebuild(cls: type[FlowError], message: str, attributes: dict[str, Any]) -> FlowError:
+    """Unpickle an error that carries attributes beyond its message."""
+    return cls(message, **attributes)
 
 
 class HostCallbackWarning(UserWarning):
@@ -149,7 +214,9 @@ _BY_NAME: Final[Mapping[str, type[FlowError]]] = types.MappingProxyType(
             NeedsInteraction,
             FlowCrashed,
             OAuthProtocolError,
+            ClientMetadataRefused,
             RefreshRefused,
+            AccessRefused,
         )
     }
 )

@@ -42,6 +42,7 @@ from runner.notices import Notices
 from runner.offloop import Browser, system_browser
 from runner.progress import Progress, ProgressPump, log_progress
 from runner.refresh import SharedTlsContext
+from runner.renewal import LoginRequest
 from runner.spec import FlowResult, ServerSpec, parse_servers
 from runner.store import TokenStore
 from runner.supervisor import CALLBACK_GRACE, Supervisor
@@ -194,6 +195,29 @@ class Runner:
             TokenStoreWarning: A token file could not be read or the tokens not saved.
         """
         specs = _checked_call(servers, timeout)
+        return await self._run(
+            specs,
+            timeout=timeout,
+            browser=browser,
+            pastes=pastes,
+            interactive=interactive,
+            progress=progress,
+            requests={},
+        )
+
+    async def _run(
+        self,
+        specs: list[ServerSpec],
+        *,
+        timeout: float,
+        browser: Browser | None,
+        pastes: AsyncIterable[str] | None,
+        interactive: bool,
+        progress: Progress | None,
+        requests: Mapping[str, LoginRequest],
+    ) -> dict[str, FlowResult]:
+        """``authorize_many`` of checked specs, with a host's ``requests`` (its challenges)
+        for some of them (``runner.host_provider``)."""
         launcher = self._open_launcher()
         if pastes is None and interactive and stdin_is_terminal():
             pastes = terminal_lines()
@@ -217,7 +241,11 @@ class Runner:
                 async with anyio.create_task_group() as logins:
                     for spec in specs:
                         logins.start_soon(
-                            supervisor.run_login, spec, spec.timeout or timeout, results
+                            supervisor.run_login,
+                            spec,
+                            spec.timeout or timeout,
+                            results,
+                            requests.get(spec.name),
                         )
                 outer.cancel_scope.cancel()  # the logins are over: so is reading pastes
         finally:
@@ -257,6 +285,32 @@ async def authorize_many(
             interactive=interactive,
             progress=progress,
         )
+
+
+async def renew_login(
+    spec: ServerSpec,
+    request: LoginRequest,
+    *,
+    store: TokenStore,
+    registry: Registry | None,
+    timeout: float,
+    browser: Browser | None,
+    interactive: bool,
+) -> FlowResult:
+    """One server's login for a host that got ``request``'s challenge (or found nothing
+    usable): the renewal policy under the server's lock, as ``authorize_many`` runs it,
+    through a temporary ``Runner`` (a child, and a zygote, only if a person must log in)."""
+    async with Runner(store=store, registry=registry) as runner:
+        results = await runner._run(
+            [spec],
+            timeout=timeout,
+            browser=browser,
+            pastes=None,
+            interactive=interactive,
+            progress=None,
+            requests={spec.name: request},
+        )
+    return results[spec.name]
 
 
 def _checked_call(

@@ -6,14 +6,15 @@ one hermes did is reused here:
 
 - ``<safe>.json``: the SDK's ``OAuthToken`` as ``model_dump(mode="json", exclude_none=True)``,
   plus ``expires_at`` (absolute, seconds since the epoch; written when the expiry is known) and
-  ``hermes_issuer`` (the authorization server that granted the tokens; written when the
-  server's metadata is known). Reading, a file without ``expires_at`` but with ``expires_in``
-  expires ``expires_in`` seconds after its modification time, as hermes reads it;
+  ``hermes_issuer`` (the authorization server that granted the tokens, without a trailing
+  ``/`` as hermes writes it: ``StoredLogin.granted_by``; a refresh token goes to no other
+  issuer). Reading, a file without ``expires_at`` but with ``expires_in`` expires
+  ``expires_in`` seconds after its modification time, as hermes reads it;
 - ``<safe>.client.json``: the client registration (``OAuthClientInformationFull``);
 - ``<safe>.meta.json``: the authorization server's metadata (``OAuthMetadata``);
 - ``<safe>.cimd-off``: hermes's marker that the server refused its Client ID Metadata
-  Document. Never written here; read by ``cimd_refused``; removed by ``delete`` (as hermes's
-  own ``remove`` does);
+  Document: an empty file, written as hermes writes it (``mark_cimd_refused``), read by
+  ``cimd_refused``, removed by ``delete`` (as hermes's own ``remove`` does);
 - ``<safe>.json.refresh.lock``: hermes's refresh fence. ``hold`` takes it (see below);
 
 where ``<safe>`` is ``runner.hermes_config.hermes_safe_name(name)``.
@@ -191,9 +192,9 @@ class HermesTokenStore(TokenStore):
 
     # --- reading ----------------------------------------------------------------------------
 
-    def cimd_refused(self, name: str) -> bool:
-        """Whether hermes marked ``name`` as refusing its Client ID Metadata Document."""
-        return os.path.lexists(self.paths_for(name)["cimd-off"])
+    def cimd_marker_for(self, name: str) -> Path:
+        """``<mcp-tokens>/<safe>.cimd-off``, hermes's mark of a refused metadata document."""
+        return self.paths_for(name)["cimd-off"]
 
     def load(self, name: str, server_url: str | None = None) -> StoredLogin | None:
         """``name``'s login as hermes stored it, or None (none, or unreadable tokens: then a
@@ -217,6 +218,8 @@ class HermesTokenStore(TokenStore):
         client = self._read(name, paths["client"])
         meta = self._read(name, paths["meta"])
         tokens = {k: v for k, v in token_data.items() if k not in _EXTRA_KEYS}
+        issuer = token_data.get("hermes_issuer")
+        granted_by = issuer.rstrip("/") if isinstance(issuer, str) and issuer.strip("/") else None
         try:
             mtime = os.stat(paths["tokens"]).st_mtime
         except OSError:
@@ -259,6 +262,7 @@ class HermesTokenStore(TokenStore):
             client_info=parts.get("client_info"),
             oauth_metadata=parts.get("oauth_metadata"),
             saved_at=login.saved_at,
+            granted_by=granted_by,
         )
 
     def _read(self, name: str, path: Path) -> dict[str, Any] | None:
@@ -313,8 +317,8 @@ class HermesTokenStore(TokenStore):
         tokens = _dump(login.tokens)
         if login.expires_at is not None:
             tokens["expires_at"] = login.expires_at
-        if login.oauth_metadata is not None and login.oauth_metadata.issuer is not None:
-            tokens["hermes_issuer"] = str(login.oauth_metadata.issuer)
+        if login.granted_by is not None:
+            tokens["hermes_issuer"] = login.granted_by
         self._write(name, paths["tokens"], tokens)
         if name not in self.server_urls and login.server_url:
             self.server_urls[name] = login.server_url

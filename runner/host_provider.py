@@ -14,33 +14,37 @@ Guarantees:
 - restored from the store: tokens, their expiry, the client registration and the server's
   metadata are put back (without the expiry and metadata a new SDK provider over expired
   tokens starts a browser login instead of refreshing: upstream issue #3250), first when
-  the provider is used, and again whenever it needs new tokens;
-- before a request whose access token is expired or about to be (``margin`` seconds, at
-  most a quarter of the token's lifetime): the server's login lock is taken
-  (``TokenStore.hold``, across processes), the store is read again, and only if the token
-  there is still not valid is it refreshed (``runner.refresh.refresh_login``) and saved
-  (atomically, 0600). A refresh token that a sibling process has just rotated is adopted,
-  never replayed: N processes with one expired token make one refresh grant;
-- on a 401, or when the store holds nothing usable: the same, with the refused access token
-  counted as dead; when no refresh works, a login through the runner (``authorize_many``:
-  a child process on a leased port, single flight across processes), whose tokens are
-  adopted; the request is then sent once more, and a second 401 is returned to the caller.
-  With ``interactive=False`` that login is ``NeedsInteraction`` instead, raised out of the
-  request;
-- a refresh token the server refused, or an access token it refused, is marked dead in the
-  store (the refresh token dropped, the expiry set in the past; the registration and
-  metadata kept) under the lock, so no other process replays it and the runner's login
-  does not answer with it;
+  the provider is used, and again whenever it renews;
+- one renewal policy (``runner.renewal``): a held token is sent while the policy calls it
+  valid (``margin`` seconds before expiry at most a quarter of its lifetime, 0 when nothing
+  could refresh it); otherwise the login is renewed exactly as ``authorize_many`` renews
+  it (``runner.flows.renew_login``): under the server's lock across processes, the store
+  read again (a sibling's rotated refresh token is adopted, never replayed), refreshed in
+  this process, or a login through the runner (a child on a leased port) when only a person
+  can renew it; N processes with one expired token make one refresh grant;
+- with nothing stored, a request goes out without a token: a server that lets it through
+  needs no login yet (``authorize_many`` reports such a server ``deferred``);
+- a challenge on any request is answered: a 401 renews (the refused access token counted
+  dead), and a 403 ``insufficient_scope`` logs in for the union of the scopes held and the
+  scopes challenged (step-up), carrying the challenge (its ``resource_metadata``) to the
+  login; the request is then sent again. At most ``MAX_RENEWALS_PER_REQUEST`` renewals per
+  request, and a challenge that renewing has already answered (a second 401, or a 403 for
+  scopes now held) is not answered again: ``AccessRefused`` is raised out of the request
+  instead of a loop of logins;
+- a refresh the server refused while the access token is still valid keeps both (the
+  store is never written but with new tokens); the token is used to its end without asking
+  again, and renewed after;
+- with ``interactive=False`` a login that needs a person raises ``NeedsInteraction`` out of
+  the request; nothing is written;
 - the SDK's own in-process flow never runs: ``async_auth_flow`` is this class's own (the
   SDK's ``_auth_flow`` is never called), no redirect handler exists, nothing here binds a
   port. The provider is an async ``Auth`` only: a synchronous client's request raises;
-- the event loop never waits on a file or a lock: store reads and writes and the lock run
-  in daemon threads (``runner.offloop``); requests through one provider wait for each
-  other only while one of them renews the tokens (the SDK context's lock);
+- the event loop never waits on a file or a lock (store reads in daemon threads,
+  ``runner.offloop``); requests through one provider wait for each other only while one of
+  them renews the tokens (the SDK context's lock);
 - no token is logged, and no ``repr`` shows one.
 
-Not guaranteed: 403 ``insufficient_scope`` step-up (passed to the caller as it is); a
-synchronous (``httpx2.Client``) host.
+Not guaranteed: a synchronous (``httpx2.Client``) host.
 """
 
 from __future__ import annotations
@@ -48,7 +52,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import warnings
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -57,33 +60,35 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAu
 from mcp.shared.auth_utils import calculate_token_expiry
 from pydantic import AnyUrl
 
-from runner.errors import InvalidServerSpec, NeedsInteraction, RefreshRefused
+from runner.challenge import Challenge, parse_challenge
+from runner.errors import AccessRefused, InvalidServerSpec, NeedsInteraction
 from runner.loopback import netloc_host
-from runner.offloop import Browser, holding, in_daemon_thread
-from runner.refresh import (
-    DEFAULT_MARGIN,
-    LoginStatus,
-    SharedTlsContext,
-    login_status,
-    refresh_login,
-)
+from runner.offloop import Browser, in_daemon_thread
+from runner.renewal import DEFAULT_MARGIN, LoginRequest, Situation, UseStored, decide
 from runner.sdk import http
 from runner.spec import ServerSpec
-from runner.store import TokenStore, TokenStoreError, TokenStoreWarning
+from runner.store import TokenStore, TokenStoreError
 from runner.stored import StoredLogin
 
 if TYPE_CHECKING:
     from portlease import Registry
 
-__all__ = ["RunnerProvider", "StoreTokenStorage", "provider", "server_spec"]
+__all__ = [
+    "MAX_RENEWALS_PER_REQUEST",
+    "RunnerProvider",
+    "StoreTokenStorage",
+    "provider",
+    "server_spec",
+]
 
 logger = logging.getLogger("runner")
 
 _T = TypeVar("_T")
 
-#: A time long past: the expiry written for an access token the server refused. Not 0: the
-#: SDK reads a false expiry as "never expires".
-_DEAD: Final = 1.0
+#: The most renewals (a refresh or a login) one request may cause, whatever the server
+#: answers: a 401 and then a step-up, say. A server that keeps refusing gets
+#: ``AccessRefused``, not an endless series of logins.
+MAX_RENEWALS_PER_REQUEST: Final = 2
 
 
 def server_spec(spec: ServerSpec | tuple[str, Mapping[str, Any]] | Mapping[str, Any]) -> ServerSpec:
@@ -137,7 +142,7 @@ def provider(
             the request instead of opening a browser.
         browser: As ``authorize_many``'s (None: print the URL, open the system browser).
         timeout: Seconds a login through the runner may take; also the longest wait for
-            another process's refresh or login of this server (``TokenStoreError`` then).
+            another process's refresh or login of this server.
         margin: Seconds before expiry that a token is renewed (at most a quarter of its
             lifetime).
 
@@ -203,10 +208,12 @@ class RunnerProvider(OAuthClientProvider):
         self._interactive = interactive
         self._browser = browser
         self._timeout = timeout
-        self._tls = SharedTlsContext()  # one for every refresh of this provider
         self._margin = margin
         self._login: StoredLogin | None = None
         self._restored = False
+        # The access token a renewal gave back unchanged (its refresh was refused while it
+        # was still valid): used to its end, not renewed early again.
+        self._kept_to_expiry: str | None = None
 
     def __repr__(self) -> str:
         return f"RunnerProvider({self.spec.name!r}, store={self.store!r})"
@@ -216,17 +223,36 @@ class RunnerProvider(OAuthClientProvider):
     async def async_auth_flow(
         self, request: http.Request
     ) -> AsyncGenerator[http.Request, http.Response]:
-        """Send ``request`` with a valid access token; on a 401, renew once and resend."""
-        await request.aread()  # it may be sent twice
-        sent = await self._access_token(rejected=None)
-        request.headers["Authorization"] = f"Bearer {sent}"
+        """Send ``request`` with a valid access token (none when nothing is stored); answer
+        the server's challenges (401, 403 ``insufficient_scope``) by renewing, boundedly."""
+        await request.aread()  # it may be sent again
+        sent = await self._access_token(None)
+        _authorize(request, sent)
         response = yield request
-        if response.status_code != 401:
-            return
-        logger.info("%s: the server refused its access token; renewing", self.spec.name)
-        renewed = await self._access_token(rejected=sent)
-        request.headers["Authorization"] = f"Bearer {renewed}"
-        yield request
+        answered: list[Challenge] = []
+        while True:
+            challenge = parse_challenge(
+                response.status_code, response.headers.get("www-authenticate")
+            )
+            if challenge is None:
+                return
+            if len(answered) >= MAX_RENEWALS_PER_REQUEST or self._answered(challenge, answered):
+                raise AccessRefused(
+                    f"{self.spec.name}: the server refused the request again after its token "
+                    f"was renewed (HTTP {challenge.status}"
+                    f"{f' {challenge.error}' if challenge.error else ''}"
+                    f"{f', scope {challenge.scope!r}' if challenge.scope else ''})"
+                )
+            answered.append(challenge)
+            logger.info(
+                "%s: the server asked for a login (HTTP %s)", self.spec.name, challenge.status
+            )
+            rejected = sent if challenge.status == 401 else None
+            sent = await self._access_token(
+                LoginRequest(challenge=challenge, rejected=rejected, margin=self._margin)
+            )
+            _authorize(request, sent)
+            response = yield request
 
     def sync_auth_flow(self, request: http.Request) -> Generator[http.Request, http.Response]:
         """Refused: renewing takes a lock, a refresh and maybe a login; use an async client."""
@@ -235,6 +261,15 @@ class RunnerProvider(OAuthClientProvider):
             "(httpx2.AsyncClient), not a synchronous one"
         )
         yield request  # pragma: no cover - makes this a generator, as httpx2 expects
+
+    def _answered(self, challenge: Challenge, answered: list[Challenge]) -> bool:
+        """Whether renewing has already answered ``challenge`` in this request: a second 401
+        (the renewed token was refused too), or a step-up for scopes now held."""
+        if challenge.status == 401:
+            return any(c.status == 401 for c in answered)
+        held = set((self._login.tokens.scope or "").split()) if self._login else set()
+        wanted = set((challenge.scope or "").split())
+        return any(c.step_up for c in answered) and wanted <= held
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -246,100 +281,86 @@ class RunnerProvider(OAuthClientProvider):
 
     async def _restore(self) -> StoredLogin | None:
         stored = await self._load()
-        if stored is not None:
+        if stored is not None and stored.server_url == self.spec.url:
             self._adopt(stored)
         self._restored = True
         return stored
 
-    async def _access_token(self, *, rejected: str | None) -> str:
-        """A usable access token: the one held, or one renewed (``rejected``: the server
-        refused that token just now)."""
+    async def _access_token(self, request: LoginRequest | None) -> str | None:
+        """The access token to send: the one held while the policy calls it valid, else a
+        renewed one (``request``: the server's challenge just now). None: nothing is stored
+        and nothing was asked, or the server asked for no login."""
         async with self.context.lock:
             if not self._restored:
                 await self._restore()
             held = self._login
-            if held is not None and held.tokens.access_token != rejected and self._valid(held):
-                return held.tokens.access_token  # as restored, or renewed meanwhile
-            renewed = await self._renew(rejected)
-            if renewed is None:
-                renewed = await self._login_through_runner()
-            return renewed.tokens.access_token
+            if request is None:
+                if held is None:
+                    return None  # the server says whether it wants a login
+                if self._usable(held):
+                    return held.tokens.access_token
+                request = LoginRequest(margin=self._margin)
+            elif (
+                held is not None
+                and request.rejected not in (None, held.tokens.access_token)
+                and self._usable(held)
+            ):
+                return held.tokens.access_token  # renewed meanwhile by another request
+            return await self._renew(request, held)
 
-    def _valid(self, login: StoredLogin, *, margin: float | None = None) -> bool:
-        """Whether ``login``'s access token counts as valid now. ``margin`` defaults to
-        this provider's, at most a quarter of the token's lifetime, and 0 when there is
-        nothing to refresh with (renewing early is then no use: the token is used to the
-        end)."""
-        if margin is None:
-            lifetime = login.tokens.expires_in
-            margin = self._margin if not lifetime else min(self._margin, lifetime / 4)
-            if not _refreshable(login):
-                margin = 0.0
-        return login_status(login, now=time.time(), margin=margin) is LoginStatus.VALID
+    def _usable(self, login: StoredLogin) -> bool:
+        """Whether the renewal policy uses ``login`` as it is now."""
+        kept = (
+            self._kept_to_expiry is not None and login.tokens.access_token == self._kept_to_expiry
+        )
+        situation = Situation(
+            name=self.spec.name,
+            stored=login,
+            server_url=self.spec.url,
+            client_id=self.spec.client_id,
+            scope=self.spec.scope,
+            now=time.time(),
+            interactive=self._interactive,
+            margin=0.0 if kept else self._margin,
+        )
+        return isinstance(decide(situation), UseStored)
 
-    async def _renew(self, rejected: str | None) -> StoredLogin | None:
-        """Under the server's login lock: the store's login if a sibling renewed it, else a
-        refresh of it; None when only a login with a person will do (the dead tokens are
-        marked so in the store first)."""
-        name = self.spec.name
-        async with holding(self.store, name, self._timeout):
-            stored = await self._load()
-            if stored is None or stored.server_url != self.spec.url:
-                return None
-            self._adopt(stored)
-            dead_access = rejected is not None and stored.tokens.access_token == rejected
-            if not dead_access and self._valid(stored):
-                return stored  # valid, or a sibling rotated it meanwhile: adopt, never replay
-            if _refreshable(stored):
-                try:
-                    renewed = await refresh_login(stored, timeout=self._timeout, tls=self._tls)
-                except RefreshRefused as exc:
-                    logger.info("%s: %s", name, exc)
-                else:
-                    await self._save(renewed)
-                    self._adopt(renewed)
-                    logger.info("%s: tokens refreshed", name)
-                    return renewed
-                if not dead_access and self._valid(stored, margin=0.0):
-                    # Refused within the margin: no refreshing any more, but the access
-                    # token works to its end.
-                    spent = _retired(stored, expires_at=stored.expires_at)
-                    await self._save(spent)
-                    self._adopt(spent)
-                    return spent
-            logger.info("%s: its tokens cannot be renewed; a new login is needed", name)
-            await self._save(_retired(stored, expires_at=_DEAD))
-            return None
+    async def _renew(self, request: LoginRequest, held: StoredLogin | None) -> str | None:
+        from runner.flows import renew_login  # the supervisor, only when a renewal is due
 
-    async def _login_through_runner(self) -> StoredLogin:
-        name = self.spec.name
-        if not self._interactive:
-            raise NeedsInteraction(
-                f"{name}: its stored login cannot be used or refreshed and a new one needs a "
-                "person in a browser (interactive=False)"
-            )
-        from runner.flows import authorize_many  # the supervisor, only when a login is due
-
-        results = await authorize_many(
-            [self.spec],
+        result = await renew_login(
+            self.spec,
+            request,
             store=self.store,
             registry=self._registry,
-            interactive=True,
-            browser=self._browser,
             timeout=self._timeout,
+            browser=self._browser,
+            interactive=self._interactive,
         )
-        result = results[name]
-        if not result.ok or result.tokens is None:
-            raise result.error or NeedsInteraction(f"{name}: the login ended without tokens")
+        if not result.ok:
+            raise result.error or NeedsInteraction(
+                f"{self.spec.name}: the login ended without tokens"
+            )
+        if result.tokens is None:  # the server asked for no login after all
+            return None
+        login = await self._adopt_result(result.tokens)
+        token = login.tokens.access_token
+        unchanged = held is not None and held.tokens.access_token == token
+        self._kept_to_expiry = token if unchanged else None
+        return token
+
+    async def _adopt_result(self, tokens: OAuthToken) -> StoredLogin:
+        """Adopt what the store now holds for these tokens (expiry, registration, metadata),
+        or the tokens alone when they were not saved (a ``TokenStoreWarning`` said so)."""
         stored = await self._load()
-        if stored is not None and stored.tokens.access_token == result.tokens.access_token:
+        if stored is not None and stored.tokens.access_token == tokens.access_token:
             login = stored
-        else:  # not saved (a TokenStoreWarning said so): keep what is known
+        else:
             previous = self._login
             login = StoredLogin(
                 server_url=self.spec.url,
-                tokens=result.tokens,
-                expires_at=calculate_token_expiry(result.tokens.expires_in),
+                tokens=tokens,
+                expires_at=calculate_token_expiry(tokens.expires_in),
                 client_info=previous.client_info if previous is not None else None,
                 oauth_metadata=previous.oauth_metadata if previous is not None else None,
             )
@@ -363,43 +384,12 @@ class RunnerProvider(OAuthClientProvider):
             f"runner-store-{name}", functools.partial(self.store.load, name)
         )
 
-    async def _save(self, login: StoredLogin) -> None:
-        """Save, or warn: the tokens in hand still work, but the next process logs in again."""
-        name = self.spec.name
-        try:
-            await in_daemon_thread(
-                f"runner-store-{name}", functools.partial(self.store.save, name, login)
-            )
-        except TokenStoreError as exc:
-            message = f"{name}: its renewed login was not saved ({exc})"
-            logger.warning("%s", message)
-            warnings.warn(message, TokenStoreWarning, stacklevel=2)
 
-
-def _refreshable(login: StoredLogin) -> bool:
-    """Whether ``login`` holds what a refresh needs (``runner.refresh.refresh_request``)."""
-    client = login.client_info
-    metadata = login.oauth_metadata
-    return bool(
-        login.tokens.refresh_token
-        and client is not None
-        and client.client_id
-        and metadata is not None
-        and metadata.token_endpoint is not None
-    )
-
-
-def _retired(login: StoredLogin, *, expires_at: float | None) -> StoredLogin:
-    """``login`` without its refresh token (refused, or there was none) and with
-    ``expires_at`` (``_DEAD``: its access token is of no more use either); the client
-    registration and the server's metadata are kept for the next login."""
-    return StoredLogin(
-        server_url=login.server_url,
-        tokens=login.tokens.model_copy(update={"refresh_token": None}),
-        expires_at=expires_at,
-        client_info=login.client_info,
-        oauth_metadata=login.oauth_metadata,
-    )
+def _authorize(request: http.Request, token: str | None) -> None:
+    if token is None:
+        request.headers.pop("Authorization", None)
+    else:
+        request.headers["Authorization"] = f"Bearer {token}"
 
 
 class StoreTokenStorage:

@@ -8,19 +8,21 @@ nothing about a message itself. Invariants:
 - the state only moves along ``_TRANSITIONS`` (data, not code); ``LoginFailed`` ends any
   non-final state; any other message is a protocol violation;
 - ``SUCCEEDED`` and ``FAILED`` are final: nothing is accepted after them;
-- a login reaches ``SUCCEEDED`` either through a person (``WAITING_FOR_USER`` ->
-  ``EXCHANGING``) or silently (stored or refreshed tokens, straight from ``LISTENING``);
+- a login reaches ``SUCCEEDED`` through a person (``WAITING_FOR_USER`` -> ``EXCHANGING``),
+  or straight from ``LISTENING`` when the server asked for no login (``NotChallenged``:
+  a success without tokens, ``Defer``). Stored and refreshed tokens never reach a child:
+  the parent answers those itself;
 - ``advance`` never raises: a protocol violation (a message out of turn, or the channel's
   complaint about a line) and tokens that do not decode become ``FAILED`` with one
-  ``Fail(FlowCrashed(...))`` action; a final state is reached exactly with one ``Succeed``
-  or one ``Fail`` among its actions;
+  ``Fail(FlowCrashed(...))`` action; a final state is reached exactly with one ``Succeed``,
+  ``Defer`` or ``Fail`` among its actions;
 - ``Succeed`` comes before ``Save``: tokens the child delivered are a success from then on,
   whether or not saving them works (``FlowResult`` is ``ok`` exactly when it has tokens).
 
 ::
 
     STARTING --ServerReady--> LISTENING --AuthorizationStarted--> WAITING_FOR_USER
-        LISTENING --TokensIssued--> SUCCEEDED              (no person needed)
+        LISTENING --NotChallenged--> SUCCEEDED             (no login needed yet)
         WAITING_FOR_USER --CallbackRejected--> WAITING_FOR_USER
         WAITING_FOR_USER --CallbackAccepted--> EXCHANGING --TokensIssued--> SUCCEEDED
         any non-final --LoginFailed--> FAILED
@@ -41,6 +43,7 @@ from runner.messages import (
     CallbackRejected,
     LoginFailed,
     Message,
+    NotChallenged,
     ProtocolViolation,
     ServerReady,
     TokensIssued,
@@ -51,6 +54,7 @@ __all__ = [
     "Action",
     "ArmPastes",
     "CloseListenerCopy",
+    "Defer",
     "DisarmPastes",
     "Fail",
     "LoginMachine",
@@ -83,7 +87,7 @@ _TRANSITIONS: Final[Mapping[tuple[LoginState, type[Message]], LoginState]] = typ
     {
         (_S.STARTING, ServerReady): _S.LISTENING,
         (_S.LISTENING, AuthorizationStarted): _S.WAITING_FOR_USER,
-        (_S.LISTENING, TokensIssued): _S.SUCCEEDED,
+        (_S.LISTENING, NotChallenged): _S.SUCCEEDED,
         (_S.WAITING_FOR_USER, CallbackRejected): _S.WAITING_FOR_USER,
         (_S.WAITING_FOR_USER, CallbackAccepted): _S.EXCHANGING,
         (_S.EXCHANGING, TokensIssued): _S.SUCCEEDED,
@@ -152,6 +156,11 @@ class Succeed:
 
 
 @dataclass(frozen=True)
+class Defer:
+    """The server asked for no login: a success without tokens (``FlowResult.deferred``)."""
+
+
+@dataclass(frozen=True)
 class Save:
     """Write the login to the token store (a failure is a warning, never a lost result)."""
 
@@ -173,6 +182,7 @@ Action = (
     | OpenBrowser
     | DisarmPastes
     | Succeed
+    | Defer
     | Save
     | Fail
 )
@@ -228,6 +238,11 @@ class LoginMachine:
                 return (Report(f"pasted callback not accepted: {reason}"),)
             case CallbackAccepted(source=source):
                 return (DisarmPastes(), Report(f"callback received ({source}); getting tokens"))
+            case NotChallenged(status=status):
+                return (
+                    Defer(),
+                    Report(f"the server let initialize through (HTTP {status}): no login yet"),
+                )
             case LoginFailed(kind=kind, message=text):
                 return (Fail(error_from_wire(kind, text)),)
             case _:  # pragma: no cover - next_state refuses every other message

@@ -8,7 +8,7 @@ Both ends import this module and nothing else defines a message shape. Invariant
 - parent -> child messages are commands (``StartLogin``, ``DeliverCallback``,
   ``Shutdown``); child -> parent messages are past-tense facts (``ServerReady``,
   ``AuthorizationStarted``, ``CallbackRejected``, ``CallbackAccepted``,
-  ``TokensIssued``, ``LoginFailed``);
+  ``TokensIssued``, ``NotChallenged``, ``LoginFailed``);
 - secrets (tokens, client secrets, codes, pasted queries) never appear in ``repr``;
 - a line is at most ``MAX_LINE_BYTES`` and nested at most ``MAX_NESTING`` deep; a longer
   or deeper one is a violation, not a buffer;
@@ -42,6 +42,7 @@ __all__ = [
     "DeliverCallback",
     "LoginFailed",
     "Message",
+    "NotChallenged",
     "ParentMessage",
     "ProtocolViolation",
     "ServerReady",
@@ -52,11 +53,11 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 3
+PROTOCOL_VERSION: Final = 4
 MAX_LINE_BYTES: Final = 1 << 20
 #: The deepest nesting a line may have. The deepest message, a login record inside
-#: ``StartLogin.stored`` or ``TokensIssued.record``, is under ten levels; ``runner.stored``
-#: refuses records deeper than 32. The bound keeps ``encode`` (which recurses) from failing
+#: ``TokensIssued.record``, is under ten levels; ``runner.stored`` refuses records deeper
+#: than 32. The bound keeps ``encode`` (which recurses) from failing
 #: on a value ``decode`` accepted.
 MAX_NESTING: Final = 64
 _MAX_PORT: Final = 65535
@@ -77,8 +78,15 @@ class StartLogin:
     ``callback_path``), checked here, so the child never re-parses a URI to learn where
     it listens. ``time_left`` is how long the child has, counted from when it reads
     this; ``configured_timeout`` is the login's configured timeout, for messages only.
-    ``stored`` is what the token store holds for this server (tokens, client
-    registration, server metadata) or None for a fresh login.
+
+    What the parent decided (``runner.renewal``, ``runner.identity``): ``scope`` is asked
+    for as it is (None: the SDK chooses); ``challenge`` is the ``WWW-Authenticate`` value
+    of the server's challenge that started this login (None: the child asks the server
+    itself with an ``initialize``); ``client_info`` is a stored registration the child may
+    reuse (never tokens: a child logs in afresh and never refreshes);
+    ``client_metadata_url`` is the Client ID Metadata Document to present, when the
+    leased port is one it names; ``token_endpoint_auth_method`` is the configured method
+    of a pre-registered client (None: chosen from what the server supports).
     """
 
     name: str
@@ -93,7 +101,10 @@ class StartLogin:
     time_left: float
     configured_timeout: float
     interactive: bool
-    stored: dict[str, Any] | None = field(default=None, repr=False)
+    client_info: dict[str, Any] | None = field(default=None, repr=False)
+    challenge: str | None = None
+    client_metadata_url: str | None = None
+    token_endpoint_auth_method: str | None = None
 
     def __post_init__(self) -> None:
         if self.redirect_host not in LOOPBACK_HOSTS:
@@ -165,6 +176,14 @@ class TokensIssued:
 
 
 @dataclass(frozen=True)
+class NotChallenged:
+    """The MCP server answered ``initialize`` (HTTP ``status``) without asking for a login:
+    none is needed yet. The host logs in when the server first challenges a request."""
+
+    status: int
+
+
+@dataclass(frozen=True)
 class LoginFailed:
     """The login failed; ``kind`` names a ``runner.errors`` class."""
 
@@ -179,6 +198,7 @@ ChildMessage = (
     | CallbackRejected
     | CallbackAccepted
     | TokensIssued
+    | NotChallenged
     | LoginFailed
 )
 Message = ParentMessage | ChildMessage
@@ -195,6 +215,7 @@ _TYPES: Final[Mapping[str, type[Any]]] = types.MappingProxyType(
             CallbackRejected,
             CallbackAccepted,
             TokensIssued,
+            NotChallenged,
             LoginFailed,
         )
     }

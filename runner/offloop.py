@@ -44,9 +44,11 @@ __all__ = [
     "Browser",
     "LoginLock",
     "LoginStore",
+    "cimd_refused",
     "holding",
     "in_daemon_thread",
     "load_login",
+    "mark_cimd_refused",
     "open_browser",
     "release_lease",
     "save_login",
@@ -72,6 +74,8 @@ class LoginStore(LoginLock, Protocol):
 
     def load(self, name: str) -> StoredLogin | None: ...
     def save(self, name: str, login: StoredLogin) -> object: ...
+    def cimd_refused(self, name: str) -> bool: ...
+    def mark_cimd_refused(self, name: str) -> None: ...
 
 
 async def in_daemon_thread(name: str, call: Callable[[], _T]) -> _T:
@@ -224,6 +228,36 @@ async def save_login(store: LoginStore, name: str, login: StoredLogin, notices: 
             TokenStoreWarning,
             f"{name}: its tokens were not saved ({type(exc).__name__}: {exc}); "
             "the next run logs in again",
+        )
+
+
+async def cimd_refused(store: LoginStore, name: str, notices: Notices) -> bool:
+    """Whether the server refused the client metadata document; a store that cannot say is
+    a warning, and True (dynamic registration needs no mark to work)."""
+    try:
+        return await in_daemon_thread(
+            f"runner-store-{name}", functools.partial(store.cimd_refused, name)
+        )
+    except Exception as exc:
+        notices.warn(
+            TokenStoreWarning,
+            f"{name}: whether its server refused the client metadata document could not be "
+            f"read ({type(exc).__name__}: {exc}); it registers dynamically",
+        )
+        return True
+
+
+async def mark_cimd_refused(store: LoginStore, name: str, notices: Notices) -> None:
+    """Mark the refusal; a failure is a warning (the next login presents it again)."""
+    try:
+        await in_daemon_thread(
+            f"runner-store-{name}", functools.partial(store.mark_cimd_refused, name)
+        )
+    except Exception as exc:
+        notices.warn(
+            TokenStoreWarning,
+            f"{name}: the refusal of its client metadata document was not recorded "
+            f"({type(exc).__name__}: {exc})",
         )
 
 

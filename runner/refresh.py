@@ -1,36 +1,43 @@
-"""Using a stored login without a person: is it still valid, and refreshing it in the parent.
+"""Refreshing a stored login in the parent: the request, the answer, the one POST.
 
-The fast path of ``authorize_many`` (``runner.supervisor``) asks ``login_status`` what a
-stored login is good for; a refreshable one is refreshed here, in the parent, with no port,
-no child and no browser. The refresh request is the one the SDK's ``OAuthClientProvider``
-builds (``_refresh_token`` and ``OAuthContext.prepare_token_auth`` in mcp 2.x), so an
-authorization server sees the same grant whoever sends it.
+The renewal policy (``runner.renewal``) decides when; this module does it. The refresh
+request is the one the SDK's ``OAuthClientProvider`` builds (``_refresh_token`` and
+``OAuthContext.prepare_token_auth`` in mcp 2.x), so an authorization server sees the same
+grant whoever sends it.
 
-Pure (no I/O, no clock: ``now`` is passed in): ``login_status``, ``refresh_request``,
-``refreshed_login``. I/O: ``refresh_login`` (one POST).
+Pure (no I/O, no clock: ``now`` is passed in): ``refresh_request``, ``refreshed_login``,
+``retry_delay``. I/O: ``refresh_login`` (the POST, retried only where nothing was used up).
 
 Invariants:
 
-- ``refreshed_login`` raises only ``RefreshRefused`` (HTTP 400 or 401: a new login is
-  needed) or ``OAuthProtocolError`` (anything else that is not a valid token response),
-  whatever the status and body (property-tested, ``tests/unit/test_refresh.py``); the
-  record it returns encodes and decodes (``StoredLogin.from_dict(r.to_dict())``);
+- ``refreshed_login`` returns a login or raises only ``RefreshRefused`` (``invalid_grant``
+  or ``invalid_client``: the server said the grant is dead; ``code`` says which) or
+  ``RefreshFailed`` (anything else: ``temporary`` for 408/425/429/5xx, else a refusal
+  that condemns nothing or an answer that is no token response), whatever the status and
+  body (property-tested, ``tests/unit/test_refresh.py``); the record it returns encodes and
+  decodes (``StoredLogin.from_dict(r.to_dict())``) and keeps ``granted_by``;
 - a refresh response without a refresh token keeps the old one, and one without a scope
   keeps the old scope (RFC 6749 §6; the SDK does the same); the client registration and
   the server metadata are kept as they were;
-- ``refresh_login`` is bounded by its ``timeout`` as a whole (connect, send, read), reads
-  at most ``MAX_TOKEN_RESPONSE_BYTES``, never follows a redirect, ignores proxy and
-  certificate settings from the environment (``trust_env=False``), and raises only
-  ``RefreshRefused``, ``OAuthProtocolError`` or ``FlowTimeout`` (and cancellation);
+- ``refresh_login`` sends the refresh token again only where the server used nothing up:
+  once more after a first ``invalid_client`` (hermes-agent #109852: one is not proof),
+  and after a 429 whose ``Retry-After`` ends within the timeout (at most
+  ``MAX_REFRESH_SENDS`` sends in all); never after a 5xx, a network error or an unreadable
+  answer, which may have rotated it;
+- ``refresh_login`` is bounded by its ``timeout`` as a whole, reads at most
+  ``MAX_TOKEN_RESPONSE_BYTES``, never follows a redirect, ignores proxy and certificate
+  settings from the environment (``trust_env=False``), and raises only ``RefreshRefused``
+  or ``RefreshFailed`` (and cancellation);
 - no message and no ``repr`` shows a token, a client secret or the server's answer
-  (``RefreshRequest`` hides its form and headers).
+  (``RefreshRequest`` hides its form and headers; only an RFC 6749 error code is quoted).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import enum
+import email.utils
+import json
 import math
 import re
 import ssl
@@ -45,25 +52,24 @@ from mcp.shared.auth import OAuthToken
 from mcp.shared.auth_utils import resource_url_from_server_url
 
 from runner import sdk
-from runner.errors import FlowTimeout, OAuthProtocolError, RefreshRefused
+from runner.errors import OAuthProtocolError, RefreshFailed, RefreshRefused
 from runner.offloop import in_daemon_thread
 from runner.stored import InvalidLoginRecord, StoredLogin
 
 __all__ = [
-    "DEFAULT_MARGIN",
+    "MAX_REFRESH_SENDS",
     "MAX_TOKEN_RESPONSE_BYTES",
-    "LoginStatus",
     "RefreshRequest",
     "SharedTlsContext",
-    "login_status",
     "refresh_login",
     "refresh_request",
     "refreshed_login",
+    "retry_delay",
 ]
 
-#: Seconds before its expiry that an access token counts as expired: a token about to
-#: expire is refreshed now rather than fail in the host's first request.
-DEFAULT_MARGIN: Final = 60.0
+#: The most times one refresh sends its refresh token: after a first ``invalid_client`` and
+#: after a 429, when the server has used nothing up.
+MAX_REFRESH_SENDS: Final = 3
 #: The largest token response read. One is a few hundred bytes (a JWT access token a few
 #: KB); a megabyte is not one.
 MAX_TOKEN_RESPONSE_BYTES: Final = 1 << 20
@@ -81,42 +87,11 @@ _KNOWN_AUTH_METHODS: Final[tuple[str | None, ...]] = (
 )
 # What of an error response may be repeated: its RFC 6749 §5.2 ``error`` code, which is
 # drawn from a fixed vocabulary and holds no secret.
-_ERROR_CODE: Final = re.compile(rb'"error"\s*:\s*"([\x20-\x21\x23-\x5b\x5d-\x7e]{1,64})"')
-
-
-class LoginStatus(enum.Enum):
-    """What a stored login is good for, now."""
-
-    VALID = "valid"  # its access token can be used as it is
-    REFRESHABLE = "refreshable"  # expired (or about to), with what a refresh needs
-    NEEDS_LOGIN = "needs login"  # nothing stored, or nothing that works without a person
-
-
-def login_status(
-    stored: StoredLogin | None, *, now: float, margin: float = DEFAULT_MARGIN
-) -> LoginStatus:
-    """Whether ``stored`` is valid at ``now``, refreshable, or needs a new login.
-
-    Valid: an access token whose ``expires_at`` is None (the server gave no lifetime) or
-    later than ``now + margin``. Refreshable: otherwise, a refresh token, a client
-    registration with a client id, and server metadata naming a token endpoint.
-    """
-    if stored is None:
-        return LoginStatus.NEEDS_LOGIN
-    tokens = stored.tokens
-    if tokens.access_token and (stored.expires_at is None or stored.expires_at > now + margin):
-        return LoginStatus.VALID
-    client = stored.client_info
-    metadata = stored.oauth_metadata
-    if (
-        tokens.refresh_token
-        and client is not None
-        and client.client_id
-        and metadata is not None
-        and metadata.token_endpoint is not None
-    ):
-        return LoginStatus.REFRESHABLE
-    return LoginStatus.NEEDS_LOGIN
+_ERROR_CODE: Final = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")
+#: Statuses that say "not now" rather than "no": nothing was used up.
+_TEMPORARY: Final = frozenset({408, 425, 429})
+#: The pause before sending again after a first ``invalid_client``, at most.
+_INVALID_CLIENT_PAUSE: Final = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,32 +162,37 @@ def refreshed_login(stored: StoredLogin, status: int, body: bytes, *, now: float
     and ``body`` at ``now`` (when the request was sent).
 
     Raises:
-        RefreshRefused: HTTP 400 or 401 (``invalid_grant``: revoked, expired or already
-            rotated; ``invalid_client``): the refresh token is of no more use.
-        OAuthProtocolError: any other status than 200, or a body that is not a token
-            response (not JSON, no access token, a wrong type, an absurd lifetime).
+        RefreshRefused: ``invalid_grant`` or ``invalid_client`` (``code`` says which), with
+            HTTP 400 or 401: the server says the grant is dead.
+        RefreshFailed: anything else that is not a token response. ``temporary`` for HTTP
+            408, 425, 429 and 5xx (nothing was said); otherwise a refusal that condemns
+            nothing (``invalid_request``, a proxy's page) or an unreadable answer.
     """
     where = stored.server_url
-    if status in (400, 401):
-        match = _ERROR_CODE.search(body[:4096]) if isinstance(body, bytes) else None
-        code = f" ({match.group(1).decode('ascii')})" if match else ""
-        raise RefreshRefused(
-            f"{where}: the authorization server refused the stored refresh token "
-            f"(HTTP {status}{code}); a new login is needed"
-        )
     if status != 200:
-        raise OAuthProtocolError(
-            f"{where}: the token endpoint answered a refresh with HTTP {status}"
+        code = _error_code(body) if status in (400, 401) else None
+        if code in ("invalid_grant", "invalid_client"):
+            raise RefreshRefused(
+                f"{where}: the authorization server refused the stored refresh token "
+                f"(HTTP {status} {code}); a new login is needed",
+                code=code,
+            )
+        temporary = status in _TEMPORARY or 500 <= status <= 599
+        said = f"HTTP {status}{f' {code}' if code else ''}"
+        raise RefreshFailed(
+            f"{where}: the token endpoint answered a refresh with {said}; "
+            "the stored login was kept",
+            temporary=temporary,
         )
     if len(body) > MAX_TOKEN_RESPONSE_BYTES:
-        raise OAuthProtocolError(f"{where}: the refresh response is too large")
+        raise _unreadable(where, "is too large")
     try:
         token = OAuthToken.model_validate_json(body)
     except (ValueError, TypeError, RecursionError, OverflowError):  # pydantic's ValidationError
         # Not the error's text: pydantic quotes the input, which may hold a token.
-        raise OAuthProtocolError(f"{where}: the refresh response is not a token response") from None
+        raise _unreadable(where, "is not a token response") from None
     if not token.access_token:
-        raise OAuthProtocolError(f"{where}: the refresh response holds no access token")
+        raise _unreadable(where, "holds no access token")
     if token.refresh_token is None:
         token.refresh_token = stored.tokens.refresh_token  # the server does not rotate
     if token.scope is None:
@@ -224,20 +204,51 @@ def refreshed_login(stored: StoredLogin, status: int, body: bytes, *, now: float
         except OverflowError:
             expires_at = math.inf
         if not math.isfinite(expires_at) or abs(token.expires_in) >= 2**53:
-            raise OAuthProtocolError(f"{where}: the refresh response has an absurd expires_in")
+            raise _unreadable(where, "has an absurd expires_in")
     try:
-        login = StoredLogin(
-            server_url=stored.server_url,
-            tokens=token,
-            expires_at=expires_at,
-            client_info=stored.client_info,
-            oauth_metadata=stored.oauth_metadata,
-            saved_at=now,
-        )
+        login = stored.replace(tokens=token, expires_at=expires_at, saved_at=now)
         # What is saved must load again: the store refuses what this would refuse.
         return StoredLogin.from_dict(login.to_dict())
     except (InvalidLoginRecord, ValueError, TypeError, OverflowError):
-        raise OAuthProtocolError(f"{where}: the refresh response is not a valid login") from None
+        raise _unreadable(where, "is not a valid login") from None
+
+
+def retry_delay(status: int, retry_after: str | None, *, now: float) -> float | None:
+    """Seconds to wait before sending a refresh again after ``status``, or None when it must
+    not be sent again. Only a 429 is retried (the request was not served): after its
+    ``Retry-After`` (seconds, or an HTTP date), or 1 s without one."""
+    if status != 429:
+        return None
+    if retry_after is None:
+        return 1.0
+    value = retry_after.strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value[:12]))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _error_code(body: bytes) -> str | None:
+    """The RFC 6749 §5.2 ``error`` code of an error response, if it has a readable one."""
+    if len(body) > 65536:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    code = data.get("error") if isinstance(data, dict) else None
+    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else None
+
+
+def _unreadable(where: str, what: str) -> RefreshFailed:
+    return RefreshFailed(
+        f"{where}: the refresh response {what}; the stored login was kept", temporary=False
+    )
 
 
 class SharedTlsContext:
@@ -267,46 +278,80 @@ async def refresh_login(
     """Refresh ``stored`` at its token endpoint; the new login (not saved: the caller
     saves it).
 
-    One POST with the SDK's own HTTP client module (``runner.sdk.http_client_module``),
-    bounded by ``timeout`` seconds as a whole, no redirects followed, no environment
-    proxies; over ``tls``'s context when given (else the client builds its own).
+    POSTs with the SDK's own HTTP client module (``runner.sdk.http_client_module``), bounded
+    by ``timeout`` seconds as a whole, no redirects followed, no environment proxies; over
+    ``tls``'s context when given (else the client builds its own). The refresh token is sent
+    again only after a first ``invalid_client`` and after a 429 (see the module docstring).
 
     Raises:
-        RefreshRefused: the server refused the refresh token (a new login is needed).
-        OAuthProtocolError: the record cannot be refreshed, the request failed, or the
-            answer is not a token response.
-        FlowTimeout: no answer within ``timeout``.
+        RefreshRefused: the server said the refresh token is dead (a new login is needed).
+        RefreshFailed: the refresh did not work and nothing was condemned (``temporary``:
+            try again later); also when ``stored`` cannot be refreshed at all.
     """
-    request = refresh_request(stored)
+    try:
+        request = refresh_request(stored)
+    except OAuthProtocolError as exc:
+        raise RefreshFailed(exc.message, temporary=False) from None
     http = sdk.http_client_module()
-    now = time.time()  # before sending: the lifetime counts from no later than this
-    body = bytearray()
+    where = stored.server_url
+    deadline = time.monotonic() + timeout
+    invalid_client_seen = False
     try:
         with anyio.fail_after(timeout):
             verify: ssl.SSLContext | bool = True if tls is None else await tls.get()
-            async with (
-                http.AsyncClient(
-                    timeout=timeout, follow_redirects=False, trust_env=False, verify=verify
-                ) as client,
-                client.stream(
-                    "POST", request.url, data=dict(request.form), headers=dict(request.headers)
-                ) as response,
-            ):
-                status = int(response.status_code)
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_TOKEN_RESPONSE_BYTES:
-                        break
+            async with http.AsyncClient(
+                timeout=timeout, follow_redirects=False, trust_env=False, verify=verify
+            ) as client:
+                for sends in range(1, MAX_REFRESH_SENDS + 1):
+                    now = time.time()  # before sending: the lifetime counts from no later
+                    status, body, retry_after = await _post(client, request)
+                    try:
+                        return refreshed_login(stored, status, body, now=now)
+                    except RefreshRefused as exc:
+                        if exc.code != "invalid_client" or invalid_client_seen:
+                            raise
+                        invalid_client_seen = True
+                        pause: float | None = _INVALID_CLIENT_PAUSE
+                        failure: Exception = exc
+                    except RefreshFailed as exc:
+                        pause = retry_delay(status, retry_after, now=time.time())
+                        failure = exc
+                    left = deadline - time.monotonic()
+                    if pause is None or sends == MAX_REFRESH_SENDS or pause >= left:
+                        raise failure
+                    await anyio.sleep(pause)
     except TimeoutError:
-        raise FlowTimeout(
-            f"{stored.server_url}: the token endpoint did not answer a refresh within {timeout:g} s"
+        raise RefreshFailed(
+            f"{where}: the token endpoint did not answer a refresh within {timeout:g} s; "
+            "the stored login was kept",
+            temporary=True,
         ) from None
     except http.TimeoutException:
-        raise FlowTimeout(
-            f"{stored.server_url}: the token endpoint did not answer a refresh in time"
+        raise RefreshFailed(
+            f"{where}: the token endpoint did not answer a refresh in time; "
+            "the stored login was kept",
+            temporary=True,
         ) from None
     except (http.HTTPError, OSError, ValueError) as exc:  # ValueError: httpx's InvalidURL
-        raise OAuthProtocolError(
-            f"{stored.server_url}: the refresh request failed ({type(exc).__name__})"
+        raise RefreshFailed(
+            f"{where}: the refresh request failed ({type(exc).__name__}); "
+            "the stored login was kept",
+            temporary=True,
         ) from None
-    return refreshed_login(stored, status, bytes(body), now=now)
+    raise AssertionError("unreachable: the last send returns or raises")  # pragma: no cover
+
+
+async def _post(client: object, request: RefreshRequest) -> tuple[int, bytes, str | None]:
+    """One POST of ``request``: the status, at most ``MAX_TOKEN_RESPONSE_BYTES + 1`` bytes
+    of the body, and the ``Retry-After`` header."""
+    body = bytearray()
+    async with client.stream(  # type: ignore[attr-defined]
+        "POST", request.url, data=dict(request.form), headers=dict(request.headers)
+    ) as response:
+        status = int(response.status_code)
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_TOKEN_RESPONSE_BYTES:
+                break
+        retry_after = response.headers.get("retry-after")
+    return status, bytes(body), retry_after

@@ -38,7 +38,15 @@ from mcp.client.auth.exceptions import OAuthFlowError, OAuthRegistrationError, O
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl, ValidationError
 
-from runner.errors import FlowCrashed, FlowError, FlowTimeout, OAuthProtocolError
+from runner.challenge import Challenge, parse_challenge
+from runner.errors import (
+    ClientMetadataRefused,
+    FlowCrashed,
+    FlowError,
+    FlowTimeout,
+    OAuthProtocolError,
+)
+from runner.identity import auth_method
 from runner.messages import StartLogin
 from runner.stored import StoredLogin
 
@@ -62,6 +70,7 @@ __all__ = [
     "MCP_V2",
     "SDK_CHECKS_ISS",
     "CodeResult",
+    "LoginProvider",
     "MemoryStorage",
     "OAuthClientProvider",
     "build_provider",
@@ -71,10 +80,12 @@ __all__ = [
     "http",
     "http_client_module",
     "issuer_expectation",
+    "probe",
     "snapshot",
     "tls_context",
 ]
 
+_MCP_HEADERS: Final = {"Accept": "application/json, text/event-stream"}
 # The request that starts a login: an MCP initialize, as a real client's first request.
 _INITIALIZE: Final = {
     "jsonrpc": "2.0",
@@ -123,20 +134,63 @@ def _registration_fits(client: OAuthClientInformationFull, redirect_uri: str) ->
     }
 
 
+class LoginProvider(OAuthClientProvider):
+    """The SDK's provider for one login in a child, with the runner's decisions at two of
+    its hooks (present in every supported major):
+
+    - the token exchange of a pre-registered client whose method was not configured uses
+      the method ``runner.identity.auth_method`` chooses from the server's metadata, which
+      only discovery (inside the SDK's flow) brings;
+    - a token endpoint that answers ``invalid_client`` to the Client ID Metadata Document
+      this login presented raises ``ClientMetadataRefused``, so that the parent marks the
+      server and registers dynamically next time (hermes-agent's ``.cimd-off``).
+    """
+
+    def __init__(self, *args: Any, choose_auth_method: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._choose_auth_method = choose_auth_method
+
+    async def _exchange_token_authorization_code(self, *args: Any, **kwargs: Any) -> Any:
+        client = self.context.client_info
+        metadata = self.context.oauth_metadata
+        if self._choose_auth_method and client is not None:
+            supported = metadata.token_endpoint_auth_methods_supported if metadata else None
+            method = auth_method(None, has_secret=bool(client.client_secret), supported=supported)
+            self.context.client_info = client.model_copy(
+                update={"token_endpoint_auth_method": method}
+            )
+        return await super()._exchange_token_authorization_code(*args, **kwargs)
+
+    async def _handle_token_response(self, response: Any) -> None:
+        document = self.context.client_metadata_url
+        client = self.context.client_info
+        presented = document is not None and client is not None and client.client_id == document
+        if presented and response.status_code in (400, 401):
+            body = await response.aread()
+            if b"invalid_client" in body[:4096]:
+                raise ClientMetadataRefused(
+                    f"{self.context.server_url}: the authorization server refused the client "
+                    f"metadata document {document} (invalid_client)"
+                )
+        await super()._handle_token_response(response)
+
+
 def build_provider(
     start: StartLogin,
     redirect_handler: Callable[[str], Awaitable[None]],
     callback_handler: Callable[[], Awaitable[CodeResult]],
 ) -> OAuthClientProvider:
-    """A provider for one login, with what the store held for it put back."""
-    stored = StoredLogin.from_dict(start.stored) if start.stored is not None else None
-    client = stored.client_info if stored is not None else None
+    """A provider for one login: a fresh one (no tokens: the parent refreshes, a child only
+    logs in), with the registration it may reuse or the configured client put back."""
+    client: OAuthClientInformationFull | None = None
+    if start.client_info is not None:
+        client = OAuthClientInformationFull.model_validate(start.client_info)
     if start.client_id is not None:
         client = OAuthClientInformationFull(
             client_id=start.client_id,
             client_secret=start.client_secret,
             redirect_uris=[AnyUrl(start.redirect_uri)],
-            token_endpoint_auth_method="client_secret_post" if start.client_secret else "none",
+            token_endpoint_auth_method=start.token_endpoint_auth_method,
         )
     elif client is not None and not _registration_fits(client, start.redirect_uri):
         client = None  # registered for another port: register again (defect 10)
@@ -146,23 +200,20 @@ def build_provider(
         scope=start.scope,
         grant_types=["authorization_code", "refresh_token"],
         response_types=["code"],
-        # RFC 8252 §8.4: a loopback client is a public client.
-        token_endpoint_auth_method="client_secret_post" if start.client_secret else "none",
+        # RFC 8252 §8.4: a loopback client is a public client, unless a method is configured
+        # (a server that wants a confidential registration, such as Figma's).
+        token_endpoint_auth_method=start.token_endpoint_auth_method or "none",  # type: ignore[arg-type]
     )
-    tokens = stored.tokens if stored is not None and client is not None else None
-    provider = OAuthClientProvider(
+    document = start.client_metadata_url if client is None else None
+    return LoginProvider(
         server_url=start.server_url,
         client_metadata=metadata,
-        storage=MemoryStorage(tokens, client),
+        storage=MemoryStorage(None, client),
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
+        client_metadata_url=document,
+        choose_auth_method=start.client_id is not None and start.token_endpoint_auth_method is None,
     )
-    if stored is not None and tokens is not None:
-        # Without these a new provider over expired tokens starts a browser login
-        # instead of refreshing (upstream issue #3250).
-        provider.context.token_expiry_time = stored.expires_at
-        provider.context.oauth_metadata = stored.oauth_metadata
-    return provider
 
 
 def issuer_expectation(provider: OAuthClientProvider) -> tuple[str | None, bool]:
@@ -202,35 +253,76 @@ def tls_context() -> ssl.SSLContext:
     return context
 
 
+class _Replay(http.AsyncBaseTransport):
+    """A transport that answers the login's first request to the MCP server with the
+    challenge the login started from, and sends everything else on.
+
+    The SDK's flow starts only from a response that asks for a login; the challenge the
+    host got on any request (or the child's own probe) is handed to it this way, with the
+    scope the parent decided on, instead of asking the server again with an ``initialize``
+    that it may let through."""
+
+    def __init__(self, inner: Any, url: str, header: str) -> None:
+        self._inner = inner
+        self._url = url
+        self._header = header
+        self._replayed = False
+
+    async def handle_async_request(self, request: Any) -> Any:
+        if not self._replayed and request.method == "POST" and str(request.url) == self._url:
+            self._replayed = True
+            return http.Response(401, headers={"WWW-Authenticate": self._header}, request=request)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def probe(
+    server_url: str, timeout: float, *, tls: ssl.SSLContext | None = None
+) -> Challenge | int:
+    """Send the MCP server an ``initialize`` without a token: its challenge, or the status
+    it answered with when it asked for nothing."""
+    verify: ssl.SSLContext | bool = tls if tls is not None else True
+    async with (
+        http.AsyncClient(timeout=timeout, follow_redirects=False, verify=verify) as client,
+        client.stream("POST", server_url, json=_INITIALIZE, headers=_MCP_HEADERS) as response,
+    ):
+        challenge = parse_challenge(response.status_code, response.headers.get("www-authenticate"))
+        return challenge if challenge is not None else int(response.status_code)
+
+
 async def drive_login(
     provider: OAuthClientProvider,
     server_url: str,
     timeout: float,
+    challenge: Challenge,
     *,
+    scope: str | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Send the MCP server a first request through ``provider``, which logs in as needed.
+    """Log in through ``provider``, starting from ``challenge`` (asking for ``scope`` when
+    given, instead of the challenge's): the SDK discovers, registers, authorizes and
+    exchanges the code, then sends its ``initialize`` with the new token.
     ``tls``: a context from ``tls_context()`` built beforehand (None builds one now).
 
     Raises ``OAuthProtocolError`` when the server still refuses after the login.
     """
     verify: ssl.SSLContext | bool = tls if tls is not None else True
+    transport = _Replay(
+        http.AsyncHTTPTransport(verify=verify), server_url, challenge.header(scope=scope)
+    )
     async with (
         http.AsyncClient(
-            auth=provider, timeout=timeout, follow_redirects=False, verify=verify
+            auth=provider, transport=transport, timeout=timeout, follow_redirects=False
         ) as client,
-        client.stream(
-            "POST",
-            server_url,
-            json=_INITIALIZE,
-            headers={"Accept": "application/json, text/event-stream"},
-        ) as response,
+        client.stream("POST", server_url, json=_INITIALIZE, headers=_MCP_HEADERS) as response,
     ):
         status = response.status_code
+    if provider.context.current_tokens is None:
+        raise OAuthProtocolError(f"{server_url}: the login ended without tokens (HTTP {status})")
     if status in (401, 403):
         raise OAuthProtocolError(f"{server_url} refused the new token (HTTP {status})")
-    if provider.context.current_tokens is None:
-        raise OAuthProtocolError(f"{server_url} did not ask for OAuth (HTTP {status})")
 
 
 def snapshot(provider: OAuthClientProvider, server_url: str) -> dict[str, Any]:

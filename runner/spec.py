@@ -8,6 +8,7 @@ is an ``InvalidServerSpec`` naming the entry and the key, never silently ignored
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from mcp.shared.auth import OAuthToken
 
 from runner.errors import FlowError, InvalidServerSpec
+from runner.identity import AUTH_METHODS, document_url_problem
 from runner.loopback import DEFAULT_LOOPBACK_HOST, LOOPBACK_HOSTS
 
 __all__ = ["FlowResult", "ServerSpec", "check_server_name", "parse_servers"]
@@ -39,8 +41,10 @@ class ServerSpec:
         name: A short identifier (letters, digits, ``.``, ``_``, ``-``); it names the
             token file and the lease owner.
         url: The MCP server's URL (http or https).
-        scope: Scopes to ask for; None lets the SDK choose from what the server advertises.
-        client_id: A pre-registered client; None registers dynamically.
+        scope: Scopes to ask for, always as configured (never replaced by the SDK's choice);
+            None asks for what the server's challenge names, else what it advertises.
+        client_id: A pre-registered client; None identifies by ``client_metadata_url`` or
+            registers dynamically.
         client_secret: The pre-registered client's secret, if it has one.
         client_name: The name shown on the consent screen.
         redirect_port: 0 for any free port, else exactly this one (a pre-registered
@@ -48,6 +52,14 @@ class ServerSpec:
         redirect_host: ``127.0.0.1`` (default), ``::1`` or ``localhost``.
         callback_path: The redirect URI's path.
         timeout: Seconds this login may take; None uses ``authorize_many``'s timeout.
+        token_endpoint_auth_method: How the client authenticates at the token endpoint:
+            ``none``, ``client_secret_basic`` or ``client_secret_post``; None chooses
+            (``none`` without a secret, else what the server supports: ``runner.identity``).
+        client_metadata_url: A Client ID Metadata Document (an https URL whose document
+            declares this client's redirect URIs), presented as the client id when the
+            server supports it; else the client registers dynamically.
+        client_metadata_ports: The loopback ports the document's redirect URIs name; a
+            login leases the first free one (required with ``client_metadata_url``).
     """
 
     name: str
@@ -60,8 +72,15 @@ class ServerSpec:
     redirect_host: str = DEFAULT_LOOPBACK_HOST
     callback_path: str = "/callback"
     timeout: float | None = None
+    token_endpoint_auth_method: str | None = None
+    client_metadata_url: str | None = None
+    client_metadata_ports: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
+        if isinstance(self.client_metadata_ports, list | tuple | set):
+            ports = self.client_metadata_ports
+            with contextlib.suppress(TypeError):  # an unhashable item: said by _check_spec
+                object.__setattr__(self, "client_metadata_ports", frozenset(ports))
         _check_spec(self)
 
     @classmethod
@@ -129,6 +148,8 @@ def _check_spec(spec: ServerSpec) -> None:
     for key in ("scope", "client_id", "client_secret"):
         _expect_type(where, key, getattr(spec, key), (str, type(None)))
     _expect_type(where, "client_name", spec.client_name, str)
+    method = spec.token_endpoint_auth_method
+    _expect_type(where, "token_endpoint_auth_method", method, (str, type(None)))
     if spec.client_secret is not None and spec.client_id is None:
         raise InvalidServerSpec(f"{where}: client_secret is set but client_id is not")
     if (
@@ -147,12 +168,44 @@ def _check_spec(spec: ServerSpec) -> None:
     _expect_type(where, "callback_path", spec.callback_path, str)
     if not spec.callback_path.startswith("/") or any(c in spec.callback_path for c in "?#% "):
         raise InvalidServerSpec(f"{where}: callback_path must be a plain path such as /callback")
+    if method is not None and method not in AUTH_METHODS:
+        raise InvalidServerSpec(
+            f"{where}: token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}"
+        )
+    secret_method = method in ("client_secret_basic", "client_secret_post")
+    if secret_method and spec.client_id is not None and spec.client_secret is None:
+        raise InvalidServerSpec(
+            f"{where}: token_endpoint_auth_method {method} needs a client_secret"
+        )
+    _check_client_metadata(spec, where)
     if spec.timeout is not None and (
         not isinstance(spec.timeout, int | float)
         or isinstance(spec.timeout, bool)
         or not 0 < spec.timeout < math.inf  # inf cannot cross the pipe (JSON has no inf)
     ):
         raise InvalidServerSpec(f"{where}: timeout must be a positive, finite number of seconds")
+
+
+def _check_client_metadata(spec: ServerSpec, where: str) -> None:
+    url = spec.client_metadata_url
+    ports = spec.client_metadata_ports
+    _expect_type(where, "client_metadata_url", url, (str, type(None)))
+    if not isinstance(ports, frozenset) or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 0 < p <= 65535 for p in ports
+    ):
+        raise InvalidServerSpec(f"{where}: client_metadata_ports must be a set of port numbers")
+    if url is None:
+        if ports:
+            raise InvalidServerSpec(f"{where}: client_metadata_ports needs a client_metadata_url")
+        return
+    problem = document_url_problem(url)
+    if problem is not None:
+        raise InvalidServerSpec(f"{where}: client_metadata_url {_shown(url)}: {problem}")
+    if not ports or len(ports) > 64:
+        raise InvalidServerSpec(
+            f"{where}: client_metadata_url needs client_metadata_ports, the 1-64 loopback "
+            "ports its document's redirect URIs name"
+        )
 
 
 def _expect_type(where: str, key: str, value: object, kind: type | tuple[type, ...]) -> None:
@@ -192,12 +245,16 @@ class FlowResult:
 
     Attributes:
         name: The server's name.
-        ok: True when ``tokens`` holds fresh tokens.
-        tokens: The SDK's ``OAuthToken`` (never shown in ``repr``).
+        ok: True when the server can be used now: ``tokens`` holds fresh tokens, or the
+            server did not ask for a login (``deferred``).
+        tokens: The SDK's ``OAuthToken`` (never shown in ``repr``); None when deferred.
         error: The ``FlowError`` that ended the login, when ``ok`` is False.
         port: The loopback port the login listened on, if it got that far.
         interactive: Whether a person had to act in a browser.
         elapsed: Seconds from start to outcome.
+        deferred: The server answered ``initialize`` without asking for a login: no login is
+            needed yet (``ok`` and no ``tokens``). ``runner.provider`` logs in when the
+            server first challenges a request.
     """
 
     name: str
@@ -207,3 +264,4 @@ class FlowResult:
     port: int | None = None
     interactive: bool = False
     elapsed: float = 0.0
+    deferred: bool = False

@@ -331,7 +331,9 @@ class TokenStore:
             raise
 
     def delete(self, name: str) -> bool:
-        """Forget ``name``'s login; returns whether there was one.
+        """Forget ``name``'s login, and its mark of a refused client metadata document (so a
+        fixed document is tried again); returns whether there was a login. Takes no lock:
+        ``logout`` does.
 
         A symlink in the file's place is removed itself (``unlink`` never follows it).
 
@@ -343,15 +345,67 @@ class TokenStore:
         path = self.path_for(name)
         if not self._check_directory(create=False):
             return False
+        removed = False
+        for each in (path, self.cimd_marker_for(name)):
+            try:
+                each.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise TokenStoreError(
+                    each, f"cannot remove {each} ({_why(exc)}); remove it by hand"
+                ) from exc
+            removed = removed or each == path
+        return removed
+
+    def logout(self, name: str, *, timeout: float = 30.0) -> bool:
+        """Forget ``name``'s login under its login lock (``hold``), so that a refresh in
+        flight in another process finishes first and cannot write it back; returns whether
+        there was one.
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+            LoginLockTimeout: another process held the lock for ``timeout`` seconds.
+            TokenStoreError: the lock cannot be taken, or a file could not be removed.
+        """
+        with self.hold(name, timeout):
+            return self.delete(name)
+
+    def cimd_marker_for(self, name: str) -> Path:
+        """``<directory>/<name>.cimd-off``: the mark that the server refused this client's
+        Client ID Metadata Document (a subclass may name another file).
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+        """
+        return self.directory / f"{check_server_name(name)}.cimd-off"
+
+    def cimd_refused(self, name: str) -> bool:
+        """Whether ``name``'s server refused the Client ID Metadata Document (marked by
+        ``mark_cimd_refused``, cleared by ``delete``): its logins register dynamically.
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+        """
+        return os.path.lexists(self.cimd_marker_for(name))
+
+    def mark_cimd_refused(self, name: str) -> None:
+        """Mark that ``name``'s server refused the Client ID Metadata Document: an empty
+        file, created 0600 (never through a symlink), left as it is if it exists.
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+            TokenStoreError: the directory is unsafe, or the mark could not be written.
+        """
+        path = self.cimd_marker_for(name)
+        self._check_directory(create=True)
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
+            os.close(os.open(path, flags, 0o600))
         except OSError as exc:
             raise TokenStoreError(
-                path, f"cannot remove token file {path} ({_why(exc)}); remove it by hand"
+                path, f"cannot write {path} ({_why(exc)}); {name} will present its document again"
             ) from exc
-        return True
 
     def storage(self, name: str, *, server_url: str | None = None) -> StoreTokenStorage:
         """The SDK's ``TokenStorage`` protocol over ``name``'s file, for a host that builds

@@ -35,6 +35,7 @@ __all__ = [
     "STORE_VERSION",
     "InvalidLoginRecord",
     "StoredLogin",
+    "issuer_of",
 ]
 
 STORE_VERSION: Final = 1
@@ -123,11 +124,24 @@ class StoredLogin:
     """A validated login record: tokens, when they expire, the client registration and the
     authorization server's metadata (needed to refresh without a new browser login).
 
+    ``granted_by`` is the issuer of the authorization server that granted the tokens (hermes
+    calls it ``hermes_issuer``): a refresh token goes to that server's token endpoint and to
+    no other (``runner.renewal``). None for records written before it was kept; such a
+    record trusts its stored metadata, whose issuer is written with the next save.
+
     Raises:
         InvalidLoginRecord: a field has the wrong type, or a time is not a finite number.
     """
 
-    __slots__ = ("client_info", "expires_at", "oauth_metadata", "saved_at", "server_url", "tokens")
+    __slots__ = (
+        "client_info",
+        "expires_at",
+        "granted_by",
+        "oauth_metadata",
+        "saved_at",
+        "server_url",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -138,6 +152,7 @@ class StoredLogin:
         client_info: OAuthClientInformationFull | None,
         oauth_metadata: OAuthMetadata | None,
         saved_at: float | None = None,
+        granted_by: str | None = None,
     ) -> None:
         if not isinstance(server_url, str):
             raise InvalidLoginRecord("server_url must be a string")
@@ -152,6 +167,11 @@ class StoredLogin:
         self.expires_at = _check_finite("expires_at", expires_at)
         self.client_info = client_info
         self.oauth_metadata = oauth_metadata
+        if granted_by is None and oauth_metadata is not None:
+            granted_by = issuer_of(oauth_metadata)
+        if granted_by is not None and (not isinstance(granted_by, str) or not granted_by):
+            raise InvalidLoginRecord("granted_by must be a non-empty string or None")
+        self.granted_by = granted_by
         checked = _check_finite("saved_at", saved_at)
         self.saved_at = time.time() if checked is None else checked
 
@@ -198,6 +218,9 @@ class StoredLogin:
             raise InvalidLoginRecord("tokens is missing or not an object")
         client = data.get("client_info")
         meta = data.get("oauth_metadata")
+        granted_by = data.get("granted_by")
+        if granted_by is not None and (not isinstance(granted_by, str) or not granted_by):
+            raise InvalidLoginRecord("granted_by is not a non-empty string")
         if client is not None and not isinstance(client, dict):
             raise InvalidLoginRecord("client_info is not an object")
         if meta is not None and not isinstance(meta, dict):
@@ -214,6 +237,7 @@ class StoredLogin:
                 if meta is None
                 else _model(OAuthMetadata, "oauth_metadata", meta),
                 saved_at=saved_at,
+                granted_by=granted_by,
             )
         except InvalidLoginRecord:
             raise
@@ -235,7 +259,20 @@ class StoredLogin:
             if self.oauth_metadata is None
             else self.oauth_metadata.model_dump(mode="json", exclude_none=True),
             "saved_at": self.saved_at,
+            "granted_by": self.granted_by,
         }
+
+    def replace(self, **changes: Any) -> StoredLogin:
+        """A copy with ``changes`` (the constructor's keywords) applied, checked again."""
+        fields: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return StoredLogin(**fields)
+
+
+def issuer_of(metadata: OAuthMetadata) -> str:
+    """An authorization server's issuer as records compare it: without a trailing ``/``
+    (hermes writes ``hermes_issuer`` so; mcp 1.x's model appends one to a bare origin)."""
+    return str(metadata.issuer).rstrip("/")
 
 
 _M = TypeVar("_M", OAuthToken, OAuthClientInformationFull, OAuthMetadata)

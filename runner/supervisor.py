@@ -31,35 +31,42 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import socket
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Final, Protocol
 
 import anyio
 import anyio.abc
 import anyio.to_thread
+from mcp.shared.auth import OAuthMetadata
 
 from portlease import LeaseTimeout, PortBusy
 from runner.channel import Channel
 from runner.child_lifetime import ChildNotReady, RunningChild, keep_tail, start_child
+from runner.discovery import discover_metadata
 from runner.errors import (
     CallbackPortBusy,
+    ClientMetadataRefused,
     FlowCrashed,
     FlowError,
     FlowTimeout,
     HostCallbackWarning,
     LoginCleanupWarning,
-    NeedsInteraction,
+    LoginLockUnavailable,
+    RefreshFailed,
     RefreshRefused,
 )
+from runner.identity import presents_document
 from runner.launch import ChildProcess, Launcher
 from runner.lifecycle import (
     Action,
     ArmPastes,
     CloseListenerCopy,
+    Defer,
     DisarmPastes,
     Fail,
     LoginMachine,
@@ -75,25 +82,40 @@ from runner.notices import Notices
 from runner.offloop import (
     Browser,
     LoginStore,
+    cimd_refused,
     holding,
     load_login,
+    mark_cimd_refused,
     open_browser,
     release_lease,
     save_login,
 )
 from runner.port_policy import IfTaken, PortPlan, plan_port
-from runner.refresh import LoginStatus, SharedTlsContext, login_status, refresh_login
+from runner.refresh import SharedTlsContext, refresh_login
+from runner.renewal import (
+    GiveUp,
+    LogIn,
+    LoginRequest,
+    Rediscover,
+    Refresh,
+    RefreshFailure,
+    Situation,
+    UseStored,
+    decide,
+)
 from runner.routing import Deliver, PasteRouter
 from runner.spec import FlowResult, ServerSpec
-from runner.store import LoginLockTimeout, TokenStoreError, TokenStoreWarning
+from runner.store import LoginLockTimeout, TokenStoreError
 from runner.stored import StoredLogin
 
 __all__ = [
     "CALLBACK_GRACE",
     "REFRESH_TIMEOUT",
+    "Discoverer",
     "Outcome",
     "PortLease",
     "PortRegistry",
+    "Refresher",
     "Supervisor",
 ]
 
@@ -111,6 +133,18 @@ _LOCK_SLACK: Final = 1.0
 #: The longest a refresh in the parent may take (the login's deadline, if sooner): a token
 #: endpoint that does not answer leaves the rest of the time to the full login.
 REFRESH_TIMEOUT: Final = 30.0
+# The most questions one login asks the renewal policy: a refresh, a lookup of the server's
+# metadata, a refresh with what it found, then its answer (``runner.renewal``).
+_MAX_DECISIONS: Final = 4
+
+Refresher = Callable[[StoredLogin, float], Awaitable[StoredLogin]]
+"""Refreshes a login at its token endpoint within a timeout (``runner.refresh.refresh_login``);
+raises ``RefreshRefused`` or ``RefreshFailed``."""
+
+Discoverer = Callable[[str, float, "str | None"], Awaitable["OAuthMetadata | None"]]
+"""Looks up the authorization server metadata of a server URL within a timeout, given a
+challenge's ``resource_metadata`` (``runner.discovery.discover_metadata``); raises
+``RefreshFailed`` (temporary) when the lookup failed for the moment."""
 
 
 class PortLease(Protocol):
@@ -135,7 +169,7 @@ class PortRegistry(Protocol):
         self,
         owner: str,
         *,
-        port: int = 0,
+        port: int | Collection[int] = 0,
         host: str = "127.0.0.1",
         wait: float = 0.0,
         meta: Mapping[str, str] | None = None,
@@ -150,6 +184,7 @@ class Outcome:
         self.error: FlowError | None = None
         self.port: int | None = None
         self.interactive = False
+        self.deferred = False  # the server asked for no login: ok without tokens
         self.doing: str | None = None  # what is being waited for, to explain a timeout
 
 
@@ -167,6 +202,9 @@ class Supervisor:
         progress: Callable[[str | None, str], None],
         notices: Notices,
         tls: SharedTlsContext | None = None,
+        refresher: Refresher | None = None,
+        discoverer: Discoverer | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -176,6 +214,9 @@ class Supervisor:
         self.progress = progress  # never raises, never blocks: ProgressPump.tell
         self.notices = notices
         self.tls = tls  # for refreshes here; None: each builds its own
+        self.refresher = refresher if refresher is not None else self._refresh_at_endpoint
+        self.discoverer = discoverer if discoverer is not None else self._discover
+        self.clock = clock
         self.router = PasteRouter()
         self.channels: dict[str, Channel] = {}  # armed logins' channels, for their pastes
 
@@ -246,17 +287,22 @@ class Supervisor:
     # --- one login ------------------------------------------------------------------
 
     async def run_login(
-        self, spec: ServerSpec, limit: float, results: dict[str, FlowResult]
+        self,
+        spec: ServerSpec,
+        limit: float,
+        results: dict[str, FlowResult],
+        request: LoginRequest | None = None,
     ) -> None:
         """Run one login to its ``FlowResult`` (stored in ``results``); never raises but
-        for cancellation."""
+        for cancellation. ``request`` carries a host's challenge (``runner.host_provider``)."""
         started = time.monotonic()
         outcome = Outcome()
         late: FlowError | None = None  # what went wrong after the outcome, or instead of one
         try:
             with anyio.move_on_after(limit) as deadline:
-                await self._login(spec, limit, started + limit, outcome)
-            if deadline.cancelled_caught and outcome.error is None and outcome.login is None:
+                await self._login(spec, limit, started + limit, outcome, request or LoginRequest())
+            settled = outcome.error is not None or outcome.login is not None or outcome.deferred
+            if deadline.cancelled_caught and not settled:
                 doing = f" ({outcome.doing} did not finish)" if outcome.doing else ""
                 outcome.error = FlowTimeout.no_login_within(spec.name, limit, doing)
         except FlowError as exc:
@@ -264,10 +310,10 @@ class Supervisor:
         except Exception as exc:  # a bug of ours must still end as this login's result
             logger.exception("login %s failed unexpectedly", spec.name)
             late = FlowCrashed(f"{spec.name}: {type(exc).__name__}: {exc}")
-        # ok exactly when there are tokens (FlowResult's contract): tokens the child
-        # delivered are a success, whatever failed after them.
+        # ok exactly when there are tokens or the server asked for none (FlowResult's
+        # contract): tokens the child delivered are a success, whatever failed after them.
         error: FlowError | None = None
-        if outcome.login is not None:
+        if outcome.login is not None or outcome.deferred:
             if late is not None:
                 self.notices.warn(LoginCleanupWarning, f"{spec.name}: logged in, but then: {late}")
         else:
@@ -282,11 +328,22 @@ class Supervisor:
             port=outcome.port,
             interactive=outcome.interactive,
             elapsed=time.monotonic() - started,
+            deferred=outcome.deferred and outcome.login is None,
         )
-        self.progress(spec.name, "logged in" if error is None else str(error))
+        if error is not None:
+            self.progress(spec.name, str(error))
+        else:
+            self.progress(
+                spec.name, "no login needed yet" if outcome.login is None else "logged in"
+            )
 
     async def _login(
-        self, spec: ServerSpec, limit: float, deadline: float, outcome: Outcome
+        self,
+        spec: ServerSpec,
+        limit: float,
+        deadline: float,
+        outcome: Outcome,
+        request: LoginRequest,
     ) -> None:
         # One login per server across processes: a sibling logging in to (or refreshing)
         # this server holds the lock; its result is read below once it is done. Kept if the
@@ -298,7 +355,7 @@ class Supervisor:
             async with holding(self.store, spec.name, deadline - time.monotonic() + _LOCK_SLACK):
                 entered = True
                 outcome.doing = None
-                await self._login_held(spec, limit, deadline, outcome)
+                await self._login_held(spec, limit, deadline, outcome, request)
         except LoginLockTimeout as exc:
             if entered:
                 raise
@@ -308,21 +365,28 @@ class Supervisor:
         except TokenStoreError as exc:
             if entered:
                 raise  # from the login itself, not the lock: not ours to explain
-            # No lock file (an unsafe directory, a directory in its place): log in anyway,
-            # as when the store cannot be read; nothing is shared with a sibling then.
+            # No lock (a directory in its place, an unsafe directory): fail closed. Without it
+            # a sibling may refresh the same token, and one of us would write a dead record
+            # over the other's fresh one.
             outcome.doing = None
-            self.notices.warn(
-                TokenStoreWarning,
-                f"{spec.name}: its login lock could not be taken ({exc}); it logs in without it",
+            outcome.error = LoginLockUnavailable(
+                f"{spec.name}: its login lock cannot be taken ({exc}); nothing was refreshed "
+                "or written",
+                path=exc.path,
             )
-            await self._login_held(spec, limit, deadline, outcome)
 
     async def _login_held(
-        self, spec: ServerSpec, limit: float, deadline: float, outcome: Outcome
+        self,
+        spec: ServerSpec,
+        limit: float,
+        deadline: float,
+        outcome: Outcome,
+        request: LoginRequest,
     ) -> None:
-        """The login, once this process may log in to the server: stored tokens that are
-        valid are the result; expired ones are refreshed here; only a login that needs the
-        server's OAuth flow (a person, or the SDK) leases a port and starts a child."""
+        """The login, once this process holds the server's lock: carry out what the renewal
+        policy (``runner.renewal.decide``) answers until it settles: stored tokens, a
+        refresh here (no port, no child), a lookup of lost metadata, or a login through the
+        authorization server (a port and a child)."""
         # Kept if the deadline cancels the read, to explain the timeout.
         outcome.doing = "reading its stored login"
         stored = await load_login(self.store, spec.name, self.notices)
@@ -330,77 +394,163 @@ class Supervisor:
         if stored is not None and stored.server_url != spec.url:
             # Tokens and a registration belong to the server that issued them.
             self.progress(spec.name, f"stored login is for {stored.server_url}; not reused")
-            stored = None
-        status = _fast_status(spec, stored)
-        if stored is not None and status is LoginStatus.VALID:
-            self.progress(spec.name, "using its stored login")
-            outcome.login = stored
-            return
-        if stored is not None and status is LoginStatus.REFRESHABLE:
-            stored = await self._refresh(spec, stored, deadline, outcome)
-            if outcome.login is not None or outcome.error is not None:
-                return
-        if not self.interactive and _only_a_person_can_log_in(stored):
-            # The child would only find that out after its discovery: no port, no child.
-            outcome.error = NeedsInteraction(
-                f"{spec.name} needs a person to log in in a browser (interactive=False): "
-                "nothing stored could be refreshed"
-            )
-            return
-        lease = await self._lease(spec, plan_port(spec, stored, deadline - time.monotonic()))
-        outcome.port = lease.port
-        try:
-            await self._run_child(spec, limit, deadline, stored, lease, outcome)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._release(spec, lease)
+        situation = Situation(
+            name=spec.name,
+            stored=stored,
+            server_url=spec.url,
+            client_id=spec.client_id,
+            scope=spec.scope,
+            now=self.clock(),
+            interactive=self.interactive,
+            margin=request.margin,
+            challenge=request.challenge,
+            rejected=request.rejected,
+        )
+        for _ in range(_MAX_DECISIONS):
+            match decide(situation):
+                case UseStored(login=login, reason=reason):
+                    self.progress(spec.name, reason)
+                    outcome.login = login
+                    return
+                case GiveUp(error=error):
+                    outcome.error = error
+                    return
+                case Refresh(login=login):
+                    failure = await self._refresh(spec, login, deadline, outcome)
+                    if failure is None:
+                        return
+                    situation = dataclasses.replace(
+                        situation, refresh_failure=failure, now=self.clock()
+                    )
+                case Rediscover(login=login):
+                    situation = await self._rediscover(spec, login, deadline, situation, outcome)
+                case LogIn() as decision:
+                    self.progress(spec.name, f"{decision.reason}; logging in")
+                    await self._log_in(spec, limit, deadline, decision, outcome)
+                    return
+        raise AssertionError("the renewal policy did not settle")  # pragma: no cover
 
     async def _refresh(
         self, spec: ServerSpec, stored: StoredLogin, deadline: float, outcome: Outcome
-    ) -> StoredLogin | None:
-        """Refresh ``stored`` here, in the parent (no port, no child, no person).
-
-        Refreshed: saved, and ``outcome.login``. Refused (a new login is needed): the dead
-        tokens are dropped from the store (the client registration is kept) and, when no
-        person may be asked, ``outcome.error`` is ``NeedsInteraction``. Either way, or when
-        the refresh failed otherwise, returns the record the child login starts from.
-        """
+    ) -> RefreshFailure | None:
+        """Refresh ``stored`` here, in the parent (no port, no child, no person). Refreshed:
+        saved, ``outcome.login``, and None. Otherwise what it came to, for the policy; the
+        store is left as it was (a new login replaces it only once it succeeds)."""
         self.progress(spec.name, "refreshing its stored login")
         outcome.doing = "refreshing its stored login"
         try:
-            login = await refresh_login(
-                stored,
-                tls=self.tls,
-                timeout=min(REFRESH_TIMEOUT, max(0.1, deadline - time.monotonic())),
-            )
+            login = await self.refresher(stored, _refresh_budget(deadline))
         except RefreshRefused as exc:
+            self.progress(spec.name, str(exc))
+            dead_client = exc.code == "invalid_client"
+            return RefreshFailure.DEAD_CLIENT if dead_client else RefreshFailure.DEAD_GRANT
+        except RefreshFailed as exc:
+            self.progress(spec.name, str(exc))
+            return RefreshFailure.UNAVAILABLE if exc.temporary else RefreshFailure.REFUSED
+        finally:
             outcome.doing = None
-            dropped = _without_tokens(stored)
-            await save_login(self.store, spec.name, dropped, self.notices)
-            if not self.interactive:
-                outcome.error = NeedsInteraction(
-                    f"{spec.name}: its stored login was refused ({exc}); a new login needs "
-                    "a person (interactive=False)"
-                )
-                return dropped
-            self.progress(spec.name, "the server refused the stored login; logging in again")
-            return dropped
-        except FlowError as exc:
-            # The SDK in the child may still refresh (or log in): it gets the record as is.
-            outcome.doing = None
-            self.progress(spec.name, f"could not refresh here ({exc}); trying the full login")
-            return stored
-        outcome.doing = None
         outcome.login = login
         await save_login(self.store, spec.name, login, self.notices)
-        return login
+        return None
+
+    async def _rediscover(
+        self,
+        spec: ServerSpec,
+        stored: StoredLogin,
+        deadline: float,
+        situation: Situation,
+        outcome: Outcome,
+    ) -> Situation:
+        """Look up the authorization server of a stored login that lost its metadata; the
+        situation to decide again from (a failure of the moment keeps the login)."""
+        self.progress(spec.name, "its stored login lacks the server's metadata; looking it up")
+        outcome.doing = "looking up its authorization server"
+        challenge = situation.challenge
+        hint = challenge.resource_metadata if challenge is not None else None
+        try:
+            metadata = await self.discoverer(stored.server_url, _refresh_budget(deadline), hint)
+        except RefreshFailed as exc:
+            self.progress(spec.name, str(exc))
+            return dataclasses.replace(
+                situation, rediscovered=True, refresh_failure=RefreshFailure.UNAVAILABLE
+            )
+        finally:
+            outcome.doing = None
+        found = stored if metadata is None else stored.replace(oauth_metadata=metadata)
+        return dataclasses.replace(situation, stored=found, rediscovered=True, now=self.clock())
+
+    async def _refresh_at_endpoint(self, login: StoredLogin, timeout: float) -> StoredLogin:
+        return await refresh_login(login, timeout=timeout, tls=self.tls)
+
+    async def _discover(
+        self, server_url: str, timeout: float, resource_metadata: str | None
+    ) -> OAuthMetadata | None:
+        tls = await self.tls.get() if self.tls is not None else None
+        return await discover_metadata(
+            server_url, timeout=timeout, tls=tls, resource_metadata=resource_metadata
+        )
+
+    async def _log_in(
+        self,
+        spec: ServerSpec,
+        limit: float,
+        deadline: float,
+        decision: LogIn,
+        outcome: Outcome,
+    ) -> None:
+        """A login through the authorization server: a leased port and a child. A Client ID
+        Metadata Document the server refuses is marked refused in the store, and the login
+        tried once more with dynamic registration (a person consents again)."""
+        refused = await cimd_refused(self.store, spec.name, self.notices)
+        document = presents_document(
+            document_url=spec.client_metadata_url,
+            ports=spec.client_metadata_ports,
+            client_id=spec.client_id,
+            client_info=decision.client_info,
+            metadata=decision.metadata,
+            refused=refused,
+        )
+        presented = await self._login_on_a_lease(spec, limit, deadline, decision, document, outcome)
+        if presented and isinstance(outcome.error, ClientMetadataRefused):
+            self.progress(spec.name, f"{outcome.error}; registering dynamically instead")
+            await mark_cimd_refused(self.store, spec.name, self.notices)
+            outcome.error = None
+            await self._login_on_a_lease(spec, limit, deadline, decision, False, outcome)
+
+    async def _login_on_a_lease(
+        self,
+        spec: ServerSpec,
+        limit: float,
+        deadline: float,
+        decision: LogIn,
+        document: bool,
+        outcome: Outcome,
+    ) -> bool:
+        """One child on its own lease (a document's port when ``document``); whether the
+        document was presented (only on one of its ports)."""
+        plan = plan_port(
+            spec,
+            decision.client_info,
+            deadline - time.monotonic(),
+            document_ports=spec.client_metadata_ports if document else frozenset(),
+        )
+        lease = await self._lease(spec, plan)
+        outcome.port = lease.port
+        presented = spec.client_metadata_url if lease.port in plan.document_ports else None
+        try:
+            await self._run_child(spec, limit, deadline, decision, presented, lease, outcome)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release(spec, lease)
+        return presented is not None
 
     async def _run_child(
         self,
         spec: ServerSpec,
         limit: float,
         deadline: float,
-        stored: StoredLogin | None,
+        decision: LogIn,
+        document: str | None,
         lease: PortLease,
         outcome: Outcome,
     ) -> None:
@@ -422,13 +572,15 @@ class Supervisor:
                 async with start_child(
                     self.launcher,
                     lease.socket,
-                    functools.partial(self._start_message, spec, limit, deadline, stored, lease),
+                    functools.partial(
+                        self._start_message, spec, limit, deadline, decision, document, lease
+                    ),
                     on_started=started,
                     on_cleanup_failure=functools.partial(self._cleanup_failed, spec),
                 ) as child:
                     try:
                         await self._converse(machine, spec, child, lease, helpers, outcome)
-                        if outcome.error is None and outcome.login is None:
+                        if not (outcome.error or outcome.login or outcome.deferred):
                             code = await child.exit_code()
                             outcome.error = _crashed(spec, code, stderr_tail)
                     finally:
@@ -452,23 +604,29 @@ class Supervisor:
         spec: ServerSpec,
         limit: float,
         deadline: float,
-        stored: StoredLogin | None,
+        decision: LogIn,
+        document: str | None,
         lease: PortLease,
     ) -> StartLogin:
+        client = decision.client_info
+        challenge = decision.challenge
         return StartLogin(
             name=spec.name,
             server_url=spec.url,
             redirect_host=lease.host,
             redirect_port=lease.port,
             callback_path=spec.callback_path,
-            scope=spec.scope,
+            scope=decision.scope,
             client_id=spec.client_id,
             client_secret=spec.client_secret,
             client_name=spec.client_name,
             time_left=max(0.1, deadline - time.monotonic() - _CHILD_DEADLINE_MARGIN),
             configured_timeout=limit,
             interactive=self.interactive,
-            stored=None if stored is None else stored.to_dict(),
+            client_info=None if client is None else client.model_dump(mode="json"),
+            challenge=None if challenge is None else challenge.header(),
+            client_metadata_url=document,
+            token_endpoint_auth_method=spec.token_endpoint_auth_method,
         )
 
     async def _converse(
@@ -527,6 +685,8 @@ class Supervisor:
                 case Succeed(login=login, interactive=interactive):
                     outcome.login = login
                     outcome.interactive = interactive
+                case Defer():
+                    outcome.deferred = True
                 case Save(login=login):
                     await save_login(self.store, spec.name, login, self.notices)
                 case Fail(error=error):
@@ -561,36 +721,10 @@ class Supervisor:
         self.notices.warn(LoginCleanupWarning, f"{spec.name}: {message}")
 
 
-def _fast_status(spec: ServerSpec, stored: StoredLogin | None) -> LoginStatus:
-    """What the stored login is good for here; a login whose client is not the configured
-    one (``client_id`` in the spec) goes to the child, which registers as configured."""
-    if stored is None:
-        return LoginStatus.NEEDS_LOGIN
-    if spec.client_id is not None and (
-        stored.client_info is None or stored.client_info.client_id != spec.client_id
-    ):
-        return LoginStatus.NEEDS_LOGIN
-    return login_status(stored, now=time.time())
-
-
-def _only_a_person_can_log_in(stored: StoredLogin | None) -> bool:
-    """Whether a login from ``stored`` (not valid, or not refreshed here) can only end in
-    the browser: nothing stored, or no refresh token for the SDK to try (with one, the SDK
-    in the child may still refresh, e.g. after discovering a token endpoint)."""
-    return stored is None or not stored.tokens.refresh_token
-
-
-def _without_tokens(stored: StoredLogin) -> StoredLogin:
-    """``stored`` with its refused tokens made useless: no refresh token, expired; the
-    client registration and server metadata kept (a record always holds tokens, so the
-    dead access token stays, expired: nothing will send it)."""
-    return StoredLogin(
-        server_url=stored.server_url,
-        tokens=stored.tokens.model_copy(update={"refresh_token": None}),
-        expires_at=min(stored.expires_at or 0.0, time.time() - 1.0),
-        client_info=stored.client_info,
-        oauth_metadata=stored.oauth_metadata,
-    )
+def _refresh_budget(deadline: float) -> float:
+    """How long a refresh (or a lookup) may take: ``REFRESH_TIMEOUT``, or up to the
+    login's deadline if that comes sooner."""
+    return min(REFRESH_TIMEOUT, max(0.1, deadline - time.monotonic()))
 
 
 def _crashed(spec: ServerSpec, code: int | None, stderr_tail: bytearray) -> FlowCrashed:
@@ -602,7 +736,9 @@ def _crashed(spec: ServerSpec, code: int | None, stderr_tail: bytearray) -> Flow
     )
 
 
-async def _acquire(registry: PortRegistry, spec: ServerSpec, port: int, wait: float) -> PortLease:
+async def _acquire(
+    registry: PortRegistry, spec: ServerSpec, port: int | Collection[int], wait: float
+) -> PortLease:
     """``registry.acquire`` in a worker thread, releasing the lease if we are cancelled
     while the thread was still getting it."""
     got: list[PortLease] = []

@@ -74,7 +74,7 @@ def test_save_writes_hermes_files_and_load_reads_them_back(tmp_path: Path) -> No
         "access_token", "token_type", "expires_in", "refresh_token", "scope",
         "expires_at", "hermes_issuer",
     }  # fmt: skip
-    assert raw["hermes_issuer"] == "http://127.0.0.1:9/"
+    assert raw["hermes_issuer"] == "http://127.0.0.1:9"  # as hermes writes it: no "/"
     loaded = store.load("github.com")
     assert loaded is not None
     assert loaded.server_url == URL

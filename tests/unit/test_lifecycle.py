@@ -9,6 +9,7 @@ from runner.errors import AuthorizationDenied, FlowCrashed
 from runner.lifecycle import (
     ArmPastes,
     CloseListenerCopy,
+    Defer,
     DisarmPastes,
     Fail,
     LoginMachine,
@@ -29,6 +30,7 @@ STARTED = m.AuthorizationStarted(url="u", state="s")
 REJECTED = m.CallbackRejected(status=400, reason="r")
 ACCEPTED = m.CallbackAccepted(source="http")
 TOKENS = m.TokensIssued(record={}, interactive=True)
+NOT_CHALLENGED = m.NotChallenged(status=200)
 FAILED = m.LoginFailed(kind="FlowTimeout", message="m")
 
 
@@ -43,8 +45,13 @@ def test_a_browser_login() -> None:
     assert run(READY, STARTED, REJECTED, REJECTED, ACCEPTED, TOKENS) is S.SUCCEEDED
 
 
-def test_a_silent_login_needs_no_person() -> None:
-    assert run(READY, TOKENS) is S.SUCCEEDED
+def test_a_server_that_asks_for_no_login_is_a_success_without_tokens() -> None:
+    assert run(READY, NOT_CHALLENGED) is S.SUCCEEDED
+    step = MACHINE.advance(S.LISTENING, NOT_CHALLENGED)
+    assert step == Step(
+        S.SUCCEEDED,
+        (Defer(), Report("the server let initialize through (HTTP 200): no login yet")),
+    )
 
 
 @pytest.mark.parametrize(
@@ -59,13 +66,16 @@ def test_failure_is_allowed_from_any_live_state(events: tuple[m.ChildMessage, ..
     "events",
     [
         (TOKENS,),  # tokens before the server even listened
+        (READY, TOKENS),  # tokens without a person: a child never refreshes
+        (READY, STARTED, NOT_CHALLENGED),  # no login needed, after asking for one
+        (READY, NOT_CHALLENGED, TOKENS),
         (STARTED,),
         (READY, READY),
         (READY, ACCEPTED),  # a callback before any authorization URL
         (READY, STARTED, STARTED),
         (READY, STARTED, TOKENS),  # tokens without a callback
         (READY, STARTED, ACCEPTED, REJECTED),
-        (READY, TOKENS, FAILED),  # nothing after a final state
+        (READY, NOT_CHALLENGED, FAILED),  # nothing after a final state
         (READY, FAILED, TOKENS),
         (m.Shutdown(),),  # a command: only the parent sends those
         (READY, m.DeliverCallback(query="q")),
@@ -121,7 +131,7 @@ def test_an_accepted_callback_disarms_pastes() -> None:
     )
 
 
-@pytest.mark.parametrize(("state", "interactive"), [(S.EXCHANGING, True), (S.LISTENING, False)])
+@pytest.mark.parametrize(("state", "interactive"), [(S.EXCHANGING, True), (S.EXCHANGING, False)])
 def test_tokens_succeed_before_they_are_saved(state: LoginState, interactive: bool) -> None:
     step = MACHINE.advance(state, m.TokensIssued(record=LOGIN_RECORD, interactive=interactive))
     assert step.state is S.SUCCEEDED

@@ -29,7 +29,10 @@ EVERY_MESSAGE: list[m.Message] = [
         time_left=1.5,
         configured_timeout=1.5,
         interactive=True,
-        stored={"version": 1, "tokens": {"access_token": "a"}},
+        client_info={"client_id": "c", "redirect_uris": ["http://127.0.0.1:2/callback"]},
+        challenge='Bearer error="insufficient_scope", scope="a b"',
+        client_metadata_url="https://example.test/client.json",
+        token_endpoint_auth_method="client_secret_basic",
     ),
     m.StartLogin(
         name="n",
@@ -52,6 +55,7 @@ EVERY_MESSAGE: list[m.Message] = [
     m.CallbackRejected(status=400, reason="state does not match"),
     m.CallbackAccepted(source="paste"),
     m.TokensIssued(record={"tokens": {"access_token": "t"}}, interactive=True),
+    m.NotChallenged(status=200),
     m.LoginFailed(kind="FlowTimeout", message="too slow"),
 ]
 

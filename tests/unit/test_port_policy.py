@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from mcp.shared.auth import OAuthClientInformationFull
 
 from runner.port_policy import IfTaken, PortPlan, plan_port, registered_port
 from runner.spec import ServerSpec
-from runner.stored import STORE_VERSION, StoredLogin
 
 
-def stored_with(*redirect_uris: str) -> StoredLogin:
-    return StoredLogin.from_dict(
-        {
-            "version": STORE_VERSION,
-            "server_url": "http://127.0.0.1:1/mcp",
-            "tokens": {"access_token": "t", "token_type": "Bearer"},
-            "client_info": {"client_id": "dyn", "redirect_uris": list(redirect_uris)},
-        }
+def stored_with(*redirect_uris: str) -> OAuthClientInformationFull:
+    """A stored dynamic registration naming ``redirect_uris``."""
+    return OAuthClientInformationFull.model_validate(
+        {"client_id": "dyn", "redirect_uris": list(redirect_uris)}
     )
 
 
@@ -39,6 +35,30 @@ def test_a_registered_port_is_tried_at_once_with_a_fallback() -> None:
 def test_otherwise_any_port_with_nothing_to_fall_back_to() -> None:
     assert plan_port(SPEC, None, time_left=30) == PortPlan(0, 0.0, IfTaken.RAISE)
     assert plan_port(SPEC, stored_with(), time_left=30) == PortPlan(0, 0.0, IfTaken.RAISE)
+
+
+DOCUMENT_PORTS = frozenset({27890, 27891})
+
+
+def test_a_document_leases_one_of_its_ports_and_falls_back_to_registering() -> None:
+    plan = plan_port(SPEC, None, time_left=30, document_ports=DOCUMENT_PORTS)
+    assert plan == PortPlan(DOCUMENT_PORTS, 0.0, IfTaken.FALL_BACK, DOCUMENT_PORTS)
+    assert plan.fallback_sentence("taken") == (
+        "the client metadata document's ports (27890, 27891) are taken (taken); registering"
+    )
+
+
+def test_a_stored_registration_pins_its_port_before_a_document() -> None:
+    plan = plan_port(
+        SPEC, stored_with("http://127.0.0.1:6000/callback"), 30, document_ports=DOCUMENT_PORTS
+    )
+    assert plan == PortPlan(6000, 0.0, IfTaken.FALL_BACK)
+
+
+def test_a_configured_port_is_a_document_port_only_if_it_names_it() -> None:
+    spec = ServerSpec(name="srv", url=SPEC.url, redirect_port=27890)
+    plan = plan_port(spec, None, 5.0, document_ports=DOCUMENT_PORTS)
+    assert plan == PortPlan(27890, 5.0, IfTaken.FAIL, DOCUMENT_PORTS)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""runner.refresh's pure part: what a stored login is good for, the refresh request the SDK
-would send, and reading the token endpoint's answer (property-tested)."""
+"""runner.refresh's pure part: the refresh request the SDK would send, reading the token
+endpoint's answer (property-tested), and when a refresh may be sent again."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runner.errors import OAuthProtocolError, RefreshRefused
+from runner.errors import OAuthProtocolError, RefreshFailed, RefreshRefused
 from runner.refresh import (
-    LoginStatus,
     RefreshRequest,
-    login_status,
     refresh_request,
     refreshed_login,
+    retry_delay,
 )
 from runner.stored import STORE_VERSION, StoredLogin
 
@@ -62,56 +61,6 @@ def record(
         else None,
     }
     return StoredLogin.from_dict(data)
-
-
-# --- login_status ------------------------------------------------------------------------------
-
-
-def test_nothing_stored_needs_a_login() -> None:
-    assert login_status(None, now=NOW) is LoginStatus.NEEDS_LOGIN
-
-
-@pytest.mark.parametrize("expires_at", [None, NOW + 61, NOW + 3600])
-def test_an_unexpired_token_is_valid(expires_at: float | None) -> None:
-    assert login_status(record(expires_at=expires_at), now=NOW) is LoginStatus.VALID
-
-
-@pytest.mark.parametrize("expires_at", [NOW - 1, NOW, NOW + 59, NOW + 60])
-def test_an_expired_or_expiring_token_with_a_refresh_token_is_refreshable(
-    expires_at: float,
-) -> None:
-    assert login_status(record(expires_at=expires_at), now=NOW) is LoginStatus.REFRESHABLE
-
-
-def test_the_margin_is_configurable() -> None:
-    assert login_status(record(expires_at=NOW + 10), now=NOW, margin=5) is LoginStatus.VALID
-    assert login_status(record(expires_at=NOW + 10), now=NOW, margin=10) is (
-        LoginStatus.REFRESHABLE
-    )
-
-
-@pytest.mark.parametrize(
-    "stored",
-    [
-        record(expires_at=NOW - 1, refresh_token=None),
-        record(expires_at=NOW - 1, metadata=False),
-    ],
-    ids=["no refresh token", "no token endpoint"],
-)
-def test_an_expired_token_that_cannot_be_refreshed_needs_a_login(stored: StoredLogin) -> None:
-    assert login_status(stored, now=NOW) is LoginStatus.NEEDS_LOGIN
-
-
-def test_an_expired_token_without_a_client_registration_needs_a_login() -> None:
-    stored = record(expires_at=NOW - 1)
-    stored.client_info = None
-    assert login_status(stored, now=NOW) is LoginStatus.NEEDS_LOGIN
-
-
-def test_an_empty_access_token_is_not_valid() -> None:
-    assert login_status(record(access_token="", expires_at=None), now=NOW) is (
-        LoginStatus.REFRESHABLE
-    )
 
 
 # --- refresh_request ---------------------------------------------------------------------------
@@ -203,40 +152,104 @@ def test_a_response_without_expires_in_has_no_expiry() -> None:
     assert refreshed_login(record(), 200, answer(access_token="at-2"), now=NOW).expires_at is None
 
 
+def test_the_issuer_that_granted_the_login_is_kept() -> None:
+    stored = record()
+    assert stored.granted_by == "http://127.0.0.1:8123"
+    assert refreshed_login(stored, 200, answer(access_token="at-2"), now=NOW).granted_by == (
+        "http://127.0.0.1:8123"
+    )
+
+
 @pytest.mark.parametrize("status", [400, 401])
-def test_a_refused_refresh_is_refresh_refused(status: int) -> None:
-    body = answer(error="invalid_grant", error_description="refresh token rt-1 is revoked")
+@pytest.mark.parametrize("code", ["invalid_grant", "invalid_client"])
+def test_only_invalid_grant_and_invalid_client_condemn(status: int, code: str) -> None:
+    body = answer(error=code, error_description="refresh token rt-1 is revoked")
     with pytest.raises(RefreshRefused) as caught:
         refreshed_login(record(), status, body, now=NOW)
-    assert "invalid_grant" in str(caught.value)
+    assert caught.value.code == code
+    assert code in str(caught.value)
     assert "rt-1" not in str(caught.value)  # the description is not repeated
 
 
 @pytest.mark.parametrize(
     ("status", "body"),
     [
-        (500, b"oops"),
+        (400, answer(error="invalid_request")),
+        (400, answer(error="unauthorized_client")),
+        (400, b"<html><body>Bad Request (proxy)</body></html>"),
+        (401, b""),
+        (403, answer(error="invalid_grant")),  # not a status RFC 6749 answers with
         (302, b""),
         (201, answer(access_token="at-2")),
-        (200, b"not json"),
-        (200, answer(token_type="Bearer")),
-        (200, answer(access_token="")),
-        (200, answer(access_token="at", token_type="mac")),
-        (200, answer(access_token="at", expires_in=10**30)),
-        (200, b'{"access_token": "\\ud800"}'),
-        (200, b"[" * 100_000),
+    ],
+    ids=["invalid_request", "unauthorized_client", "html", "bare 401", "403", "302", "201"],
+)
+def test_a_refusal_that_condemns_nothing_keeps_the_login(status: int, body: bytes) -> None:
+    with pytest.raises(RefreshFailed) as caught:
+        refreshed_login(record(), status, body, now=NOW)
+    assert not caught.value.temporary
+    assert "kept" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 599])
+def test_a_server_that_says_not_now_fails_temporarily(status: int) -> None:
+    with pytest.raises(RefreshFailed) as caught:
+        refreshed_login(record(), status, answer(error="invalid_grant"), now=NOW)
+    assert caught.value.temporary
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        answer(token_type="Bearer"),
+        answer(access_token=""),
+        answer(access_token="at", token_type="mac"),
+        answer(access_token="at", expires_in=10**30),
+        b'{"access_token": "\\ud800"}',
+        b"[" * 100_000,
     ],
 )
-def test_anything_else_is_a_protocol_error(status: int, body: bytes) -> None:
-    with pytest.raises(OAuthProtocolError):
-        refreshed_login(record(), status, body, now=NOW)
+def test_an_answer_that_is_no_token_response_keeps_the_login(body: bytes) -> None:
+    with pytest.raises(RefreshFailed) as caught:
+        refreshed_login(record(), 200, body, now=NOW)
+    assert not caught.value.temporary
 
 
 def test_errors_never_quote_the_response() -> None:
     body = answer(access_token=12345, refresh_token="LEAKED-TOKEN")
-    with pytest.raises(OAuthProtocolError) as caught:
+    with pytest.raises(RefreshFailed) as caught:
         refreshed_login(record(), 200, body, now=NOW)
     assert "LEAKED" not in str(caught.value)
+    with pytest.raises(RefreshFailed) as caught:
+        refreshed_login(record(), 400, answer(error="LEAKED TOKEN", x=1), now=NOW)
+    assert "LEAKED" in str(caught.value)  # an error code is shown, as RFC 6749 defines it
+    with pytest.raises(RefreshFailed) as caught:
+        refreshed_login(record(), 400, answer(error='"quoted" rt-1'), now=NOW)
+    assert "rt-1" not in str(caught.value)
+
+
+# --- retry_delay -------------------------------------------------------------------------------
+
+
+def test_only_a_429_is_sent_again() -> None:
+    for status in (400, 401, 500, 503):
+        assert retry_delay(status, "1", now=NOW) is None
+    assert retry_delay(429, None, now=NOW) == 1.0
+    assert retry_delay(429, "7", now=NOW) == 7.0
+    assert retry_delay(429, "soon", now=NOW) is None
+
+
+def test_retry_after_may_be_a_date() -> None:
+    assert retry_delay(429, "Sun, 06 Nov 1994 08:49:37 GMT", now=784111777.0 - 5) == 5.0
+    assert retry_delay(429, "Sun, 06 Nov 1994 08:49:37 GMT", now=784111777.0 + 5) == 0.0
+
+
+@SETTINGS
+@given(st.text(max_size=60))
+def test_retry_after_never_raises(value: str) -> None:
+    delay = retry_delay(429, value, now=NOW)
+    assert delay is None or delay >= 0
 
 
 _json = st.recursive(
@@ -267,7 +280,7 @@ def test_any_answer_is_a_login_or_one_of_the_two_errors(status: int, body: bytes
 
 @SETTINGS
 @given(fields=_token_fields, extra=st.dictionaries(st.text(max_size=8), _json, max_size=3))
-def test_any_token_shaped_answer_is_a_login_or_a_protocol_error(
+def test_any_token_shaped_answer_is_a_login_or_refresh_failed(
     fields: dict[str, Any], extra: dict[str, Any]
 ) -> None:
     body = json.dumps({**extra, **fields}).encode()
@@ -278,10 +291,12 @@ def check_answer(status: int, body: bytes) -> None:
     stored = record()
     try:
         new = refreshed_login(stored, status, body, now=NOW)
-    except RefreshRefused:
+    except RefreshRefused as exc:
+        code = exc.code
         assert status in (400, 401)
+        assert code in ("invalid_grant", "invalid_client")
         return
-    except OAuthProtocolError:
+    except RefreshFailed:
         return
     assert status == 200
     assert new.tokens.access_token

@@ -12,28 +12,36 @@ from __future__ import annotations
 import contextlib
 import itertools
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.abc
 import pytest
+from mcp.shared.auth import OAuthMetadata
 
 from portlease import PortBusy
 from runner import messages as m
+from runner.challenge import Challenge
 from runner.channel import Channel
 from runner.errors import (
     AuthorizationDenied,
     CallbackPortBusy,
     FlowCrashed,
     FlowTimeout,
+    LoginLockUnavailable,
+    NeedsInteraction,
+    RefreshFailed,
+    RefreshRefused,
 )
 from runner.launch import ChildProcess, StartMethod
 from runner.notices import Notices
+from runner.renewal import LoginRequest
 from runner.spec import FlowResult, ServerSpec
+from runner.store import TokenStoreError
 from runner.stored import STORE_VERSION, StoredLogin
-from runner.supervisor import PortLease, Supervisor
+from runner.supervisor import Discoverer, PortLease, Refresher, Supervisor
 
 pytestmark = pytest.mark.anyio
 
@@ -44,12 +52,66 @@ def anyio_backend() -> str:
 
 
 SERVER_URL = "http://127.0.0.1:1/mcp"
+ISSUER = "http://127.0.0.1:1"
+NOW = 1_800_000_000.0
 LOGIN_RECORD = {
     "version": STORE_VERSION,
     "server_url": SERVER_URL,
     "tokens": {"access_token": "tok-1", "token_type": "Bearer"},
 }
 AUTH_URL = "https://as.test/authorize?state=st-1"
+METADATA = {
+    "issuer": ISSUER,
+    "authorization_endpoint": f"{ISSUER}/authorize",
+    "token_endpoint": f"{ISSUER}/token",
+}
+
+
+def stored_login(
+    *,
+    access: str = "old-at",
+    refresh: str | None = "old-rt",
+    expires_at: float | None = NOW - 10,
+    metadata: bool = True,
+    granted_by: str | None = None,
+) -> StoredLogin:
+    """A login the store holds: expired, refreshable, by default."""
+    tokens: dict[str, Any] = {"access_token": access, "token_type": "Bearer"}
+    if refresh is not None:
+        tokens["refresh_token"] = refresh
+    return StoredLogin.from_dict(
+        {
+            "version": STORE_VERSION,
+            "server_url": SERVER_URL,
+            "tokens": tokens,
+            "expires_at": expires_at,
+            "client_info": {
+                "client_id": "cid",
+                "redirect_uris": ["http://127.0.0.1:6000/callback"],
+            },
+            "oauth_metadata": METADATA if metadata else None,
+            "granted_by": granted_by,
+        }
+    )
+
+
+async def no_network_refresher(login: StoredLogin, timeout: float) -> StoredLogin:
+    raise AssertionError("this test refreshes nothing")
+
+
+async def no_network_discoverer(url: str, timeout: float, hint: str | None) -> OAuthMetadata | None:
+    raise AssertionError("this test looks nothing up")
+
+
+def a_person_logs_in(port: int = 41000, record: dict[str, Any] = LOGIN_RECORD) -> list[Any]:
+    """What a child says for a login a person completes in the browser."""
+    return [
+        m.ServerReady(port=port),
+        m.AuthorizationStarted(url=AUTH_URL, state="st-1"),
+        m.CallbackAccepted(source="http"),
+        m.TokensIssued(record, True),
+    ]
+
 
 # --- the fakes ---------------------------------------------------------------------------
 
@@ -107,23 +169,33 @@ class FakeRegistry:
         self,
         owner: str,
         *,
-        port: int = 0,
+        port: int | Collection[int] = 0,
         host: str = "127.0.0.1",
         wait: float = 0.0,
         meta: Mapping[str, str] | None = None,
     ) -> PortLease:
         self._events.append(("acquire", port, wait))
+        if not isinstance(port, int):  # a set: the first that is free
+            free = sorted(set(port) - self._busy)
+            if not free:
+                raise PortBusy(min(port), 4242, "squatter", host=host)
+            return FakeLease(free[0], self._events)
         if port in self._busy:
             raise PortBusy(port, 4242, "squatter", host=host)
         return FakeLease(port or next(self._ports), self._events)
 
 
 class FakeStore:
-    """An in-memory token store."""
+    """An in-memory token store; ``unlockable`` makes its login lock fail to open, as a
+    directory in the lock file's place does."""
 
-    def __init__(self, stored: dict[str, StoredLogin] | None = None) -> None:
+    def __init__(
+        self, stored: dict[str, StoredLogin] | None = None, *, unlockable: bool = False
+    ) -> None:
         self.stored = dict(stored or {})
         self.saved: dict[str, StoredLogin] = {}
+        self.unlockable = unlockable
+        self.cimd_off: set[str] = set()
 
     def load(self, name: str) -> StoredLogin | None:
         return self.stored.get(name)
@@ -133,7 +205,15 @@ class FakeStore:
         return None
 
     def hold(self, name: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        if self.unlockable:
+            raise TokenStoreError(f"/store/{name}.lock", f"cannot lock /store/{name}.lock")
         return contextlib.nullcontext()
+
+    def cimd_refused(self, name: str) -> bool:
+        return name in self.cimd_off
+
+    def mark_cimd_refused(self, name: str) -> None:
+        self.cimd_off.add(name)
 
 
 @dataclass(frozen=True)
@@ -324,8 +404,14 @@ async def supervise(
     browser: Browser | None = None,
     pastes: AsyncIterator[str] | None = None,
     cancel_when: anyio.Event | None = None,
+    interactive: bool = True,
+    refresher: Refresher | None = None,
+    discoverer: Discoverer | None = None,
+    now: float = NOW,
+    request: LoginRequest | None = None,
 ) -> Run:
-    """Run the logins of ``scripts`` to their end (or until ``cancel_when`` is set)."""
+    """Run the logins of ``scripts`` to their end (or until ``cancel_when`` is set), with
+    the clock at ``now`` and no network: a refresh or a lookup nobody injected fails."""
     events: list[tuple[Any, ...]] = []
     said: list[tuple[str | None, str]] = []
     browsed: list[str] = []
@@ -345,9 +431,12 @@ async def supervise(
                 registry=FakeRegistry(events, busy),
                 launcher=launcher,
                 browser=browser or record_browser,
-                interactive=True,
+                interactive=interactive,
                 progress=lambda name, sentence: said.append((name, sentence)),
                 notices=notices,
+                refresher=refresher or no_network_refresher,
+                discoverer=discoverer or no_network_discoverer,
+                clock=lambda: now,
             )
             async with anyio.create_task_group() as outer:
                 if pastes is not None:
@@ -361,7 +450,7 @@ async def supervise(
                     outer.start_soon(cancel_later)
                 async with anyio.create_task_group() as logins:
                     for spec in specs or [ServerSpec(name=n, url=SERVER_URL) for n in scripts]:
-                        logins.start_soon(supervisor.run_login, spec, limit, results)
+                        logins.start_soon(supervisor.run_login, spec, limit, results, request)
                 outer.cancel_scope.cancel()
         # Leaving ``children`` means every scripted child's task has ended.
     return Run(results, events, said, notices, launcher, store, browsed)
@@ -394,21 +483,25 @@ def assert_stopped_then_released(run: Run, pid: int, port: int) -> None:
 # --- success -----------------------------------------------------------------------------
 
 
-async def test_a_silent_login_succeeds_and_is_saved() -> None:
-    run = await supervise(
-        {"srv": Script([m.ServerReady(port=41000), m.TokensIssued(LOGIN_RECORD, False)])}
-    )
+async def test_a_login_succeeds_and_is_saved() -> None:
+    run = await supervise({"srv": Script(a_person_logs_in())})
     result = run.results["srv"]
-    assert result.ok and result.error is None
+    assert result.ok and result.error is None and not result.deferred
     assert result.tokens is not None and result.tokens.access_token == "tok-1"
-    assert result.interactive is False
+    assert result.interactive is True
     assert result.port == 41000
     assert run.store.saved["srv"].tokens.access_token == "tok-1"
-    assert run.sentences("srv") == ["listening on http://127.0.0.1:41000/callback", "logged in"]
+    assert run.sentences("srv") == [
+        "nothing usable is stored; logging in",
+        "listening on http://127.0.0.1:41000/callback",
+        "waiting for the login in the browser",
+        "callback received (http); getting tokens",
+        "logged in",
+    ]
     [child] = run.launcher.children
     assert child.start is not None
     assert child.start.redirect_uri == "http://127.0.0.1:41000/callback"
-    assert child.start.stored is None
+    assert child.start.client_info is None and child.start.challenge is None
     assert child.start.configured_timeout == 10.0
     assert 0 < child.start.time_left <= 10.0 - 0.25  # the child's deadline comes first
     assert run.events == [
@@ -419,10 +512,18 @@ async def test_a_silent_login_succeeds_and_is_saved() -> None:
         ("exit", 0),
         ("release", 41000),
     ]
-    assert run.browsed == []
+    assert run.browsed == [AUTH_URL]
 
 
-async def test_an_interactive_login_carries_out_its_actions_in_order() -> None:
+async def test_a_server_that_asks_for_no_login_is_ok_without_tokens() -> None:
+    run = await supervise({"srv": Script([m.ServerReady(port=41000), m.NotChallenged(200)])})
+    result = run.results["srv"]
+    assert result.ok and result.deferred and result.tokens is None and result.error is None
+    assert run.store.saved == {}
+    assert run.sentences("srv")[-1] == "no login needed yet"
+
+
+async def test_an_interactive_login_waits_for_the_browser_call() -> None:
     opened = anyio.Event()
     script = Script(
         [
@@ -436,12 +537,6 @@ async def test_an_interactive_login_carries_out_its_actions_in_order() -> None:
     run = await supervise({"srv": script}, browser=signals_browser(opened))
     result = run.results["srv"]
     assert result.ok and result.interactive is True
-    assert run.sentences("srv") == [
-        "listening on http://127.0.0.1:41000/callback",
-        "waiting for the login in the browser",
-        "callback received (http); getting tokens",
-        "logged in",
-    ]
     assert run.store.saved["srv"].tokens.access_token == "tok-1"
 
 
@@ -538,9 +633,10 @@ async def test_a_child_that_exits_without_an_outcome_crashed(ready: bool) -> Non
         [m.ServerReady(port=41000), Junk(b"this is not json\n")],
         [Junk(b'{"v":1,"type":"ServerReady","port":1}\n')],  # another version, first
         [m.TokensIssued(LOGIN_RECORD, False)],  # tokens before the server listened
+        [m.ServerReady(port=41000), m.TokensIssued(LOGIN_RECORD, False)],  # no person
         [m.ServerReady(port=41000), m.CallbackAccepted(source="http")],  # out of turn
     ],
-    ids=["junk", "junk first", "tokens first", "out of turn"],
+    ids=["junk", "junk first", "tokens first", "tokens unasked", "out of turn"],
 )
 async def test_a_protocol_violation_fails_the_login_as_crashed(says: list[Step]) -> None:
     run = await supervise({"srv": Script(says, then=UntilShutdown())})
@@ -555,7 +651,7 @@ async def test_a_protocol_violation_fails_the_login_as_crashed(says: list[Step])
 
 async def test_tokens_that_do_not_decode_are_a_crash_and_nothing_is_saved() -> None:
     bad = {**LOGIN_RECORD, "tokens": "not an object"}
-    run = await supervise({"srv": Script([m.ServerReady(port=41000), m.TokensIssued(bad, False)])})
+    run = await supervise({"srv": Script(a_person_logs_in(record=bad))})
     assert isinstance(run.results["srv"].error, FlowCrashed)
     assert "bad tokens" in str(run.results["srv"].error)
     assert run.store.saved == {}
@@ -565,7 +661,7 @@ async def test_one_logins_crash_leaves_the_other_alone() -> None:
     run = await supervise(
         {
             "bad": Script([m.ServerReady(port=41000)], then=Exit(1)),
-            "good": Script([m.ServerReady(port=41001), m.TokensIssued(LOGIN_RECORD, False)]),
+            "good": Script(a_person_logs_in(41001)),
         }
     )
     assert isinstance(run.results["bad"].error, FlowCrashed)
@@ -616,14 +712,211 @@ async def test_a_busy_registered_port_falls_back_to_any_and_says_so() -> None:
         }
     )
     run = await supervise(
-        {"srv": Script([m.ServerReady(port=41000), m.TokensIssued(LOGIN_RECORD, False)])},
+        {"srv": Script(a_person_logs_in())},
         store=FakeStore({"srv": stored}),
         busy=frozenset({6000}),
     )
     assert run.results["srv"].ok
     assert run.results["srv"].port == 41000
     assert run.events[:2] == [("acquire", 6000, 0.0), ("acquire", 0, 0.0)]
-    first = run.sentences("srv")[0]
-    assert first.startswith("port 6000 is taken (") and first.endswith("); registering again")
+    taken = run.sentences("srv")[1]
+    assert taken.startswith("port 6000 is taken (") and taken.endswith("); registering again")
     [child] = run.launcher.children
-    assert child.start is not None and child.start.stored is not None  # still offered
+    assert child.start is not None and child.start.client_info is not None  # still offered
+
+
+# --- the renewal policy, carried out (refresher, lookup and clock injected) ----------------
+
+
+class Refreshes:
+    """An injected refresher: each call answers the next of ``answers`` (a login, or an
+    error to raise) and records the login it was given."""
+
+    def __init__(self, *answers: StoredLogin | Exception) -> None:
+        self.answers = list(answers)
+        self.given: list[StoredLogin] = []
+
+    async def __call__(self, login: StoredLogin, timeout: float) -> StoredLogin:
+        self.given.append(login)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def refreshed(access: str = "new-at") -> StoredLogin:
+    return stored_login(access=access, refresh="new-rt", expires_at=NOW + 3600)
+
+
+async def test_a_valid_stored_login_is_the_answer_with_no_port_and_no_child() -> None:
+    stored = stored_login(expires_at=NOW + 3600)
+    run = await supervise({"srv": Script([])}, store=FakeStore({"srv": stored}))
+    result = run.results["srv"]
+    assert result.ok and result.tokens is stored.tokens and result.port is None
+    assert run.events == [] and run.launcher.children == [] and run.store.saved == {}
+
+
+async def test_an_expired_login_is_refreshed_here_and_saved() -> None:
+    refresher = Refreshes(refreshed())
+    run = await supervise(
+        {"srv": Script([])}, store=FakeStore({"srv": stored_login()}), refresher=refresher
+    )
+    assert run.results["srv"].ok
+    assert run.results["srv"].tokens.access_token == "new-at"  # type: ignore[union-attr]
+    assert [given.tokens.refresh_token for given in refresher.given] == ["old-rt"]
+    assert run.store.saved["srv"].tokens.refresh_token == "new-rt"
+    assert run.events == [] and run.launcher.children == []
+
+
+async def test_a_dead_grant_logs_in_and_the_child_never_gets_the_refresh_token() -> None:
+    refresher = Refreshes(RefreshRefused("dead", code="invalid_grant"))
+    run = await supervise(
+        {"srv": Script(a_person_logs_in())},
+        store=FakeStore({"srv": stored_login()}),
+        refresher=refresher,
+    )
+    assert run.results["srv"].ok
+    [child] = run.launcher.children
+    assert child.start is not None
+    assert child.start.client_info is not None  # the registration is reused
+    assert "old-rt" not in repr(child.start.client_info) and "old-at" not in repr(child.start)
+    assert len(refresher.given) == 1  # sent once, in the parent only
+    assert run.store.saved["srv"].tokens.access_token == "tok-1"  # only the new login
+
+
+async def test_a_failed_relogin_leaves_the_old_login_as_it_was() -> None:
+    store = FakeStore({"srv": stored_login()})
+    script = Script(
+        [
+            m.ServerReady(port=41000),
+            m.AuthorizationStarted(url=AUTH_URL, state="st-1"),
+            m.LoginFailed(kind="AuthorizationDenied", message="srv: no"),
+        ]
+    )
+    run = await supervise(
+        {"srv": script}, store=store, refresher=Refreshes(RefreshRefused("x", code="invalid_grant"))
+    )
+    assert isinstance(run.results["srv"].error, AuthorizationDenied)
+    assert run.store.saved == {}  # nothing written over the old record
+
+
+async def test_a_failure_of_the_moment_keeps_the_login_and_asks_nobody() -> None:
+    refresher = Refreshes(RefreshFailed("503", temporary=True))
+    run = await supervise(
+        {"srv": Script([])}, store=FakeStore({"srv": stored_login()}), refresher=refresher
+    )
+    error = run.results["srv"].error
+    assert isinstance(error, RefreshFailed) and error.temporary
+    assert run.events == [] and run.store.saved == {}
+
+
+async def test_a_refusal_while_the_token_is_valid_uses_it() -> None:
+    stored = stored_login(expires_at=NOW + 20)  # inside the margin, still valid
+    refresher = Refreshes(RefreshRefused("too early", code="invalid_grant"))
+    run = await supervise(
+        {"srv": Script([])}, store=FakeStore({"srv": stored}), refresher=refresher
+    )
+    result = run.results["srv"]
+    assert result.ok and result.tokens is stored.tokens
+    assert run.store.saved == {} and run.events == []
+
+
+async def test_without_a_person_nothing_starts() -> None:
+    run = await supervise({"srv": Script([])}, interactive=False)
+    assert isinstance(run.results["srv"].error, NeedsInteraction)
+    assert run.events == [] and run.launcher.children == []
+
+
+async def test_an_unusable_lock_fails_closed() -> None:
+    refresher = Refreshes(refreshed())
+    run = await supervise(
+        {"srv": Script([])},
+        store=FakeStore({"srv": stored_login()}, unlockable=True),
+        refresher=refresher,
+    )
+    error = run.results["srv"].error
+    assert isinstance(error, LoginLockUnavailable) and error.path == "/store/srv.lock"
+    assert refresher.given == [] and run.store.saved == {} and run.events == []
+
+
+async def test_lost_metadata_is_looked_up_before_the_refresh() -> None:
+    looked_up: list[str] = []
+
+    async def discoverer(url: str, timeout: float, hint: str | None) -> OAuthMetadata:
+        looked_up.append(url)
+        return OAuthMetadata.model_validate(METADATA)
+
+    refresher = Refreshes(refreshed())
+    run = await supervise(
+        {"srv": Script([])},
+        store=FakeStore({"srv": stored_login(metadata=False)}),
+        refresher=refresher,
+        discoverer=discoverer,
+    )
+    assert run.results["srv"].ok and looked_up == [SERVER_URL]
+    [given] = refresher.given
+    assert given.oauth_metadata is not None and given.granted_by == ISSUER
+
+
+async def test_a_refresh_token_is_not_sent_to_another_issuer() -> None:
+    moved = stored_login(granted_by="http://127.0.0.1:9")
+    refresher = Refreshes()
+    run = await supervise(
+        {"srv": Script(a_person_logs_in())}, store=FakeStore({"srv": moved}), refresher=refresher
+    )
+    assert run.results["srv"].ok
+    assert refresher.given == []
+    [child] = run.launcher.children
+    assert child.start is not None and child.start.client_info is None
+
+
+async def test_a_step_up_challenge_reaches_the_child_with_the_union_of_scopes() -> None:
+    stored = StoredLogin.from_dict(
+        {**stored_login(expires_at=NOW + 3600).to_dict(), "tokens": {
+            "access_token": "at", "token_type": "Bearer", "scope": "read"}}
+    )  # fmt: skip
+    challenge = Challenge(403, error="insufficient_scope", scope="write")
+    run = await supervise(
+        {"srv": Script(a_person_logs_in())},
+        store=FakeStore({"srv": stored}),
+        request=LoginRequest(challenge=challenge),
+    )
+    assert run.results["srv"].ok
+    [child] = run.launcher.children
+    assert child.start is not None
+    assert child.start.scope == "read write"
+    assert child.start.challenge == 'Bearer error="insufficient_scope", scope="write"'
+
+
+DOCUMENT = "https://client.test/metadata.json"
+
+
+async def test_a_refused_document_is_marked_and_the_login_registers_instead() -> None:
+    spec = ServerSpec(
+        name="srv",
+        url=SERVER_URL,
+        client_metadata_url=DOCUMENT,
+        client_metadata_ports=frozenset({41000}),
+    )
+    refused = [
+        m.ServerReady(port=41000),
+        m.AuthorizationStarted(url=AUTH_URL, state="st-1"),
+        m.CallbackAccepted(source="http"),
+        m.LoginFailed(kind="ClientMetadataRefused", message="srv: refused the document"),
+    ]
+
+    class TwoChildren(dict[str, Script]):
+        def __getitem__(self, name: str) -> Script:
+            first = not hasattr(self, "used")
+            self.used = True
+            return Script(refused) if first else Script(a_person_logs_in())
+
+    run = await supervise(TwoChildren(srv=Script([])), specs=[spec])
+    assert run.results["srv"].ok
+    first, second = run.launcher.children
+    assert first.start is not None and first.start.client_metadata_url == DOCUMENT
+    assert second.start is not None and second.start.client_metadata_url is None
+    assert run.store.cimd_off == {"srv"}
+    # The document's port first, then any port for the dynamic registration.
+    acquired = [e for e in run.events if e[0] == "acquire"]
+    assert acquired == [("acquire", frozenset({41000}), 0.0), ("acquire", 0, 0.0)]
