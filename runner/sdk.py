@@ -306,7 +306,8 @@ async def drive_login(
     exchanges the code, then sends its ``initialize`` with the new token.
     ``tls``: a context from ``tls_context()`` built beforehand (None builds one now).
 
-    Raises ``OAuthProtocolError`` when the server still refuses after the login.
+    Raises ``OAuthProtocolError`` when the server refuses the new token (a 401, or a 403
+    that is not ``insufficient_scope``).
     """
     verify: ssl.SSLContext | bool = tls if tls is not None else True
     transport = _Replay(
@@ -319,9 +320,12 @@ async def drive_login(
         client.stream("POST", server_url, json=_INITIALIZE, headers=_MCP_HEADERS) as response,
     ):
         status = response.status_code
+        again = parse_challenge(status, response.headers.get("www-authenticate"))
     if provider.context.current_tokens is None:
         raise OAuthProtocolError(f"{server_url}: the login ended without tokens (HTTP {status})")
-    if status in (401, 403):
+    # A 403 insufficient_scope is no refusal of the token: it is good, and the host asks for
+    # more scopes when a request needs them (its step-up); a 401 or another 403 refuses it.
+    if status == 401 or (status == 403 and (again is None or not again.step_up)):
         raise OAuthProtocolError(f"{server_url} refused the new token (HTTP {status})")
 
 
