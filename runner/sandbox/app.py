@@ -5,14 +5,20 @@
 :func:`build_app` makes the SDK's own streamable-HTTP app (MCP endpoint at
 :data:`~runner.sandbox.settings.MCP_PATH`, one tool ``whoami`` that answers the server's
 name) with the OAuth routes of its :class:`~runner.sandbox.provider.Provider` at the same
-origin, and replaces the SDK's authorization server metadata with what this server really
-supports.
+origin, replaces the SDK's authorization server metadata with what this server really
+supports, puts a :class:`~runner.sandbox.token_gate.TokenGate` in front of the token endpoint
+and, when the behaviour asks for ``open_initialize`` or ``step_up_scope``, a
+:class:`~runner.sandbox.resource_gate.ResourceGate` in front of the MCP endpoint.
 
 Invariants:
-    - The app is the SDK's server side, unchanged but for the metadata route: the sandbox
-      tests the runner against the real thing, not a model of it.
-    - The metadata says what the token endpoint accepts (public clients included) and
-      advertises RFC 9207 ``iss`` exactly when the server's behaviour says so.
+    - The app is the SDK's server side, unchanged but for the metadata route and the gates
+      in front of two of its endpoints: the sandbox tests the runner against the real thing,
+      not a model of it. The gates hand everything they do not answer themselves to the
+      SDK's handlers, bodies replayed unchanged.
+    - The metadata says what the token endpoint accepts (``auth_methods``; public clients
+      by default), advertises RFC 9207 ``iss`` exactly when the server's behaviour says so,
+      the registration endpoint exactly when registration is on, and
+      ``client_id_metadata_document_supported`` exactly when ``cimd`` is not ``"off"``.
     - Building an app leaves the host's root logger as it was.
     - The caller runs the returned session manager; the app's lifespan is not used.
 """
@@ -25,21 +31,25 @@ from collections.abc import Iterator
 from typing import Final
 
 from mcp.server.auth.handlers.metadata import MetadataHandler
+from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
 from mcp.server.auth.routes import build_metadata, cors_middleware
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from runner.sandbox.behaviour import Behaviour
 from runner.sandbox.compat import ServerMetadata, mcp_app
 from runner.sandbox.errors import SandboxError
 from runner.sandbox.provider import Provider
+from runner.sandbox.resource_gate import ResourceGate
 from runner.sandbox.settings import HOST, MCP_PATH
+from runner.sandbox.token_gate import TokenGate
 
 __all__ = ["build_app"]
 
 _AS_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
+_TOKEN_PATH: Final = "/token"  # noqa: S105 - a path
 
 
 @contextlib.contextmanager
@@ -68,28 +78,48 @@ def _metadata(settings: AuthSettings, behaviour: Behaviour) -> ServerMetadata:
         {**built.model_dump(), "issuer": str(settings.issuer_url)}
     )
     # The SDK omits both: its token endpoint accepts public clients ("none"), and this server
-    # sends iss (RFC 9207) unless told otherwise.
-    metadata.token_endpoint_auth_methods_supported = [
-        "none",
-        "client_secret_post",
-        "client_secret_basic",
-    ]
+    # sends iss (RFC 9207) unless told otherwise. The token gate enforces the list.
+    metadata.token_endpoint_auth_methods_supported = list(behaviour.auth_methods)
     if behaviour.advertise_iss:
         metadata.authorization_response_iss_parameter_supported = True
+    if behaviour.cimd != "off":
+        metadata.client_id_metadata_document_supported = True
     return metadata
+
+
+def _find_route(routes: list[BaseRoute], path: str) -> tuple[int, Route]:
+    for index, route in enumerate(routes):
+        if isinstance(route, Route) and route.path == path:
+            return index, route
+    raise SandboxError(f"the MCP SDK app has no {path} route to replace")
 
 
 def _replace_metadata_route(app: Starlette, metadata: ServerMetadata) -> None:
     routes = app.router.routes
-    for index, route in enumerate(routes):
-        if isinstance(route, Route) and route.path == _AS_METADATA_PATH:
-            routes[index] = Route(
-                _AS_METADATA_PATH,
-                endpoint=cors_middleware(MetadataHandler(metadata).handle, ["GET", "OPTIONS"]),
-                methods=["GET", "OPTIONS"],
-            )
-            return
-    raise SandboxError(f"the MCP SDK app has no {_AS_METADATA_PATH} route to replace")
+    index, _ = _find_route(routes, _AS_METADATA_PATH)
+    routes[index] = Route(
+        _AS_METADATA_PATH,
+        endpoint=cors_middleware(MetadataHandler(metadata).handle, ["GET", "OPTIONS"]),
+        methods=["GET", "OPTIONS"],
+    )
+
+
+def _gate_token_route(app: Starlette, provider: Provider, behaviour: Behaviour) -> None:
+    routes = app.router.routes
+    index, route = _find_route(routes, _TOKEN_PATH)
+    routes[index] = Route(
+        _TOKEN_PATH,
+        endpoint=TokenGate(route.app, provider=provider, behaviour=behaviour),
+        methods=["POST", "OPTIONS"],
+    )
+
+
+def _gate_mcp_route(app: Starlette, behaviour: Behaviour) -> None:
+    routes = app.router.routes
+    index, route = _find_route(routes, MCP_PATH)
+    if not isinstance(route.app, RequireAuthMiddleware):
+        raise SandboxError(f"the MCP SDK app does not guard {MCP_PATH} with RequireAuthMiddleware")
+    routes[index] = Route(MCP_PATH, endpoint=ResourceGate(route.app, behaviour=behaviour))
 
 
 def build_app(
@@ -111,4 +141,7 @@ def build_app(
             host=HOST,
         )
     _replace_metadata_route(app, _metadata(settings, behaviour))
+    _gate_token_route(app, provider, behaviour)
+    if behaviour.open_initialize or behaviour.step_up_scope is not None:
+        _gate_mcp_route(app, behaviour)
     return app, sessions

@@ -4,19 +4,28 @@
 client registration, single-use authorization codes (PKCE is verified by the SDK's token
 handler), refresh tokens with rotation, access tokens with a TTL bound to the server's
 resource URL (RFC 8707), and the RFC 9207 ``iss`` parameter in authorization responses. Its
-:class:`~runner.sandbox.behaviour.Behaviour` makes it deny, delay, hang or falsify ``iss``.
+:class:`~runner.sandbox.behaviour.Behaviour` makes it deny, delay, hang or falsify ``iss``,
+grant a step-up scope (only when asked for), refuse early refreshes, know a pre-registered
+client (redirect URIs on any loopback port at ``/callback``), or take client ID metadata
+document URLs as client IDs (public clients; nothing is fetched).
 
 Invariants:
     - Servers share nothing: each has its own provider instance, so a token of one server is
       unknown to every other.
     - It runs on the sandbox loop only, and nothing awaits between a check and its update, so
       single-use codes and refresh rotation hold under concurrent requests. The set of issued
-      access tokens and the grant counters are the only things read from other threads,
-      under a lock, as copies; :meth:`Provider.forget_refresh_tokens` runs on the loop too
-      (``ServerLoop.call``).
+      access tokens, the grant counters, the refresh-token presentations and the authorized
+      client IDs are the only things read from other threads, under a lock, as copies;
+      :meth:`Provider.forget_refresh_tokens` runs on the loop too (``ServerLoop.call``).
     - Counters (:meth:`Provider.grant_counts`): ``authorize`` counts ``/authorize``
       requests that issued a code; ``authorization_code`` and ``refresh_token`` count the
-      token grants served (tokens issued).
+      token grants served (tokens issued). :meth:`Provider.refresh_presentations` counts what
+      the token endpoint was shown (:meth:`Provider.note_refresh_presentation`, called by the
+      token gate for every refresh grant, whatever the answer).
+    - With a step-up scope, every client's scope is :data:`~runner.sandbox.settings.SCOPE`
+      plus the step-up scope, whatever it registered with, so it can ask for the step-up
+      scope later; a code carries the step-up scope only when the authorization request
+      asked for it. Without one, a client's scope is what it registered.
     - Whatever a knob holds back (a delayed ``/authorize``, a hung token exchange) is
       released when the sandbox's ``stopping`` event is set.
     - Tokens are opaque random strings held in memory until the sandbox stops; they are
@@ -32,6 +41,7 @@ import time
 import types
 from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from mcp.server.auth.provider import (
     AccessToken,
@@ -43,19 +53,21 @@ from mcp.server.auth.provider import (
     TokenError,
     construct_redirect_uri,
 )
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
-from pydantic import AnyHttpUrl
+from mcp.shared.auth import InvalidRedirectUriError, OAuthClientInformationFull, OAuthToken
+from pydantic import AnyHttpUrl, AnyUrl
 
 from runner.sandbox.behaviour import Behaviour
 from runner.sandbox.compat import INVALID_TARGET
-from runner.sandbox.settings import SCOPE
+from runner.sandbox.settings import HOST, SCOPE
 
-__all__ = ["Provider"]
+__all__ = ["Provider", "is_cimd_client_id"]
 
 _CODE_TTL: Final = 300.0
 #: The counters :meth:`Provider.grant_counts` reports, all present from the start.
 COUNTERS: Final = ("authorize", "authorization_code", "refresh_token")
 _SUBJECT: Final = "sandbox-user"
+_GRANT_TYPES: Final = ("authorization_code", "refresh_token")
+_CALLBACK_PATH: Final = "/callback"
 
 
 # The SDK's token models gained their RFC 8707 ``resource`` and ``subject`` fields at
@@ -78,6 +90,40 @@ class _RefreshToken(RefreshToken):
     resource: str | None = None
     subject: str | None = None
     access_token: str | None = None
+    access_expires_at: int | None = None  # of the access token issued with it
+
+
+class _LoopbackClient(OAuthClientInformationFull):
+    """A pre-registered client: any ``http://127.0.0.1:<port>/callback`` is its redirect URI
+    (RFC 8252 section 7.3: a native client's loopback port is not known in advance)."""
+
+    def validate_redirect_uri(self, redirect_uri: AnyUrl | None) -> AnyUrl:
+        if redirect_uri is None:
+            raise InvalidRedirectUriError("redirect_uri is required for this client")
+        parts = urlsplit(str(redirect_uri))
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if (
+            parts.scheme != "http"
+            or parts.hostname != HOST
+            or port is None
+            or parts.path != _CALLBACK_PATH
+            or parts.query
+            or parts.fragment
+        ):
+            raise InvalidRedirectUriError(
+                f"redirect_uri must be http://{HOST}:<port>{_CALLBACK_PATH} for this client"
+            )
+        return redirect_uri
+
+
+def is_cimd_client_id(client_id: str) -> bool:
+    """Whether ``client_id`` is a client ID metadata document URL: https, a host, a path
+    other than ``/``."""
+    parts = urlsplit(client_id)
+    return parts.scheme == "https" and bool(parts.hostname) and parts.path not in ("", "/")
 
 
 def _same_resource(a: str, b: str) -> bool:
@@ -103,13 +149,31 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
         self._resource = resource
         self._behaviour = behaviour
         self._stopping = stopping
+        step_up = behaviour.step_up_scope
+        self._step_up = step_up
+        self._client_scope = f"{SCOPE} {step_up}" if step_up else SCOPE
         self._clients: dict[str, OAuthClientInformationFull] = {}
         self._codes: dict[str, _AuthorizationCode] = {}
         self._access: dict[str, _AccessToken] = {}
         self._refresh: dict[str, _RefreshToken] = {}
         self._issued_lock = threading.Lock()
+        # Under _issued_lock:
         self._issued: set[str] = set()
-        self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # under _issued_lock
+        self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._presentations: dict[str, int] = {}
+        self._authorized: list[str] = []
+        if behaviour.preregistered is not None:
+            client_id, secret, method = behaviour.preregistered
+            self._clients[client_id] = _LoopbackClient(
+                client_id=client_id,
+                client_secret=secret if method != "none" else None,
+                token_endpoint_auth_method=method,
+                redirect_uris=[AnyUrl(f"http://{HOST}{_CALLBACK_PATH}")],  # see the class
+                grant_types=list(_GRANT_TYPES),
+                response_types=["code"],
+                scope=self._client_scope,
+                client_name="sandbox pre-registered client",
+            )
 
     def issued(self) -> set[str]:
         with self._issued_lock:
@@ -120,9 +184,52 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
         with self._issued_lock:
             return types.MappingProxyType(dict(self._counts))
 
+    def refresh_presentations(self) -> Mapping[str, int]:
+        """A copy of how many times each refresh token was presented (any thread)."""
+        with self._issued_lock:
+            return types.MappingProxyType(dict(self._presentations))
+
+    def note_refresh_presentation(self, refresh_token: str) -> int:
+        """Record one presentation of ``refresh_token`` at the token endpoint; how many
+        there have been, this one included."""
+        with self._issued_lock:
+            seen = self._presentations.get(refresh_token, 0) + 1
+            self._presentations[refresh_token] = seen
+            return seen
+
+    def authorized_client_ids(self) -> list[str]:
+        """The client ID of every authorization request that issued a code, in order (a copy;
+        any thread)."""
+        with self._issued_lock:
+            return list(self._authorized)
+
     def _count(self, counter: str) -> None:
         with self._issued_lock:
             self._counts[counter] += 1
+
+    def lookup_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        """The client called ``client_id``: registered, pre-registered, or (when the behaviour
+        takes them) described by a client ID metadata document at that URL."""
+        client = self._clients.get(client_id)
+        if client is None and self._behaviour.cimd != "off" and is_cimd_client_id(client_id):
+            client = self._cimd_client(client_id)
+        return client
+
+    def _cimd_client(self, client_id: str) -> OAuthClientInformationFull:
+        """The public client a metadata document URL stands for (the document is not fetched)."""
+        ports = self._behaviour.cimd_ports
+        return OAuthClientInformationFull(
+            client_id=client_id,
+            token_endpoint_auth_method="none",  # noqa: S106 - a method name
+            redirect_uris=[
+                AnyUrl(f"http://{host}:{port}{_CALLBACK_PATH}")
+                for port in ports
+                for host in (HOST, "localhost")
+            ],
+            grant_types=list(_GRANT_TYPES),
+            response_types=["code"],
+            scope=self._client_scope,
+        )
 
     def forget_refresh_tokens(self) -> None:
         """Forget every refresh token issued so far, as when the user revokes access (loop
@@ -132,18 +239,23 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
             access.refresh_token = None
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
-        return self._clients.get(client_id)
+        return self.lookup_client(client_id)
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         if client_info.client_id is None:  # the SDK's handler always sets one
             raise ValueError("client_id missing")
+        if self._step_up is not None:
+            # The client may ask for the step-up scope later (MCP's step-up authorization),
+            # whatever it registered with; the registration response still says what it
+            # asked for.
+            client_info = client_info.model_copy(update={"scope": self._client_scope})
         self._clients[client_info.client_id] = client_info
 
     async def authorize(
         self, client: OAuthClientInformationFull, params: AuthorizationParams
     ) -> str:
         behaviour = self._behaviour
-        if behaviour.authorize_delay > 0 and await self._stopped_within(behaviour.authorize_delay):
+        if behaviour.authorize_delay > 0 and await self.stopped_within(behaviour.authorize_delay):
             raise AuthorizeError("temporarily_unavailable", "the sandbox is stopping")
         if params.resource is not None and not _same_resource(params.resource, self._resource):
             raise AuthorizeError(INVALID_TARGET, f"this server issues tokens for {self._resource}")
@@ -158,10 +270,12 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
                 iss=iss,
             )
         code = secrets.token_urlsafe(32)
-        self._count("authorize")
+        with self._issued_lock:
+            self._counts["authorize"] += 1
+            self._authorized.append(client.client_id or "")
         self._codes[code] = _AuthorizationCode(
             code=code,
-            scopes=params.scopes or self._registered_scopes(client),
+            scopes=params.scopes or self._default_scopes(client),
             expires_at=time.time() + _CODE_TTL,
             client_id=client.client_id or "",
             code_challenge=params.code_challenge,
@@ -210,6 +324,12 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
         refresh_token: _RefreshToken,
         scopes: list[str],
     ) -> OAuthToken:
+        if (
+            self._behaviour.refresh_fault == "early_refusal"
+            and refresh_token.access_expires_at is not None
+            and time.time() <= refresh_token.access_expires_at
+        ):
+            raise TokenError("invalid_grant", "the access token has not expired yet")
         # Rotation: a refresh token works once. The access token it came with stays valid
         # until it expires.
         if self._refresh.pop(refresh_token.token, None) is None:
@@ -245,11 +365,12 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
         access = secrets.token_urlsafe(32)
         refresh = secrets.token_urlsafe(32)
         resource = resource or self._resource
+        expires_at = int(time.time()) + ttl
         self._access[access] = _AccessToken(
             token=access,
             client_id=client_id,
             scopes=scopes,
-            expires_at=int(time.time()) + ttl,
+            expires_at=expires_at,
             resource=resource,
             subject=subject,
             claims={"iss": self._issuer},
@@ -262,6 +383,7 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
             resource=resource,
             subject=subject,
             access_token=access,
+            access_expires_at=expires_at,
         )
         with self._issued_lock:
             self._issued.add(access)
@@ -279,11 +401,13 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
             return f"{self._issuer}/not-this-issuer"
         return self._issuer
 
-    @staticmethod
-    def _registered_scopes(client: OAuthClientInformationFull) -> list[str]:
-        return client.scope.split() if client.scope else [SCOPE]
+    def _default_scopes(self, client: OAuthClientInformationFull) -> list[str]:
+        """What a code grants when the request named no scope: the client's scope, without
+        the step-up scope (which is granted only when asked for)."""
+        scopes = [s for s in (client.scope or "").split() if s != self._step_up]
+        return scopes or [SCOPE]
 
-    async def _stopped_within(self, seconds: float) -> bool:
+    async def stopped_within(self, seconds: float) -> bool:
         """Wait ``seconds`` or until the sandbox stops; True if it stopped."""
         try:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)

@@ -4,7 +4,8 @@
 :class:`~runner.sandbox.behaviour.Behaviour` (sandbox-wide knobs, per-server overrides),
 binds their sockets, runs them on a :class:`~runner.sandbox.serving.ServerLoop`, and answers
 what tests and the demo ask: the servers, a hermes-style configuration, the tokens a server
-issued, and an automated consent browser (:class:`~runner.sandbox.browser.ConsentBrowser`).
+issued, the grants it served, the refresh tokens it was shown, the clients it authorized, and
+an automated consent browser (:class:`~runner.sandbox.browser.ConsentBrowser`).
 
 Invariants:
     - A sandbox starts once and is never reused: ``new`` -> ``running`` -> ``closed``.
@@ -26,7 +27,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Literal, Self
 
-from runner.sandbox.behaviour import Behaviour
+from runner.sandbox.behaviour import AUTH_METHODS, CIMD_PORTS, Behaviour, CimdMode, RefreshFault
 from runner.sandbox.browser import ConsentBrowser
 from runner.sandbox.errors import SandboxError
 from runner.sandbox.provider import COUNTERS
@@ -47,8 +48,13 @@ class Sandbox:
 
     Args:
         servers: How many servers (``sandbox-1`` ... ``sandbox-N``).
-        consent, send_iss, advertise_iss, wrong_iss, authorize_delay, hang, access_token_ttl:
-            The :class:`Behaviour` of every server.
+        consent, send_iss, advertise_iss, wrong_iss, authorize_delay, hang, access_token_ttl,
+        open_initialize, step_up_scope, refresh_fault, refresh_delay, auth_methods,
+        registration, preregistered, cimd, cimd_ports:
+            The :class:`Behaviour` of every server (each field is documented there):
+            ``initialize`` without a token, a step-up scope for ``tools/call``, faults and
+            delays of refresh grants, accepted client authentication methods, dynamic
+            registration, a pre-registered client, client ID metadata documents.
         overrides: Per server name, a :class:`Behaviour` that replaces the sandbox-wide one,
             or a mapping of fields that changes it (``{"sandbox-2": {"consent": "deny"}}``).
         browser_timeout: Per-request timeout of :meth:`browser`, in seconds.
@@ -70,6 +76,15 @@ class Sandbox:
         authorize_delay: float = 0.0,
         hang: bool = False,
         access_token_ttl: int = 3600,
+        open_initialize: bool = False,
+        step_up_scope: str | None = None,
+        refresh_fault: RefreshFault = "none",
+        refresh_delay: float = 0.0,
+        auth_methods: tuple[str, ...] = AUTH_METHODS,
+        registration: bool = True,
+        preregistered: tuple[str, str, str] | None = None,
+        cimd: CimdMode = "off",
+        cimd_ports: tuple[int, ...] = CIMD_PORTS,
         overrides: Mapping[str, Behaviour | Mapping[str, object]] | None = None,
         browser_timeout: float = 10.0,
         startup_timeout: float = 10.0,
@@ -86,6 +101,15 @@ class Sandbox:
             authorize_delay=authorize_delay,
             hang=hang,
             access_token_ttl=access_token_ttl,
+            open_initialize=open_initialize,
+            step_up_scope=step_up_scope,
+            refresh_fault=refresh_fault,
+            refresh_delay=refresh_delay,
+            auth_methods=auth_methods,
+            registration=registration,
+            preregistered=preregistered,
+            cimd=cimd,
+            cimd_ports=cimd_ports,
         )
         self._behaviours = {name: base for name in self._names}
         for name, override in (overrides or {}).items():
@@ -138,7 +162,13 @@ class Sandbox:
             for name in self._names:
                 sock = bind_loopback()
                 port = sock.getsockname()[1]
-                slot = Slot(name, sock, port, auth_settings(port), self._behaviours[name])
+                behaviour = self._behaviours[name]
+                settings = auth_settings(
+                    port,
+                    extra_scopes=[behaviour.step_up_scope] if behaviour.step_up_scope else [],
+                    registration=behaviour.registration,
+                )
+                slot = Slot(name, sock, port, settings, behaviour)
                 self._slots.append(slot)
                 self._by_name[name] = slot
             self._ports = frozenset(slot.port for slot in self._slots)
@@ -209,6 +239,30 @@ class Sandbox:
         if provider is None:
             return types.MappingProxyType(dict.fromkeys(COUNTERS, 0))
         return provider.grant_counts()
+
+    def refresh_presentations(self, name: str) -> Mapping[str, int]:
+        """How many times each refresh token was presented at the token endpoint of the server
+        called ``name`` (``grant_type=refresh_token``, whatever the answer, faults included):
+        ``{refresh_token: count}`` (a copy; any thread). The tokens are held in memory only.
+
+        Raises:
+            KeyError: No server has that name.
+        """
+        provider = self._slot(name).provider
+        if provider is None:
+            return types.MappingProxyType({})
+        return provider.refresh_presentations()
+
+    def authorized_client_ids(self, name: str) -> list[str]:
+        """The ``client_id`` of every authorization request that issued a code at the server
+        called ``name``, in order (a copy; any thread): a registered client's ID, the
+        pre-registered one, or a client ID metadata document URL.
+
+        Raises:
+            KeyError: No server has that name.
+        """
+        provider = self._slot(name).provider
+        return provider.authorized_client_ids() if provider is not None else []
 
     def revoke_refresh_tokens(self, name: str) -> None:
         """Make the server called ``name`` forget every refresh token it has issued, as

@@ -21,8 +21,9 @@ Invariants:
       stop is bounded; it works from any thread, and before the loop exists.
     - The loop thread owns the providers, apps and uvicorn servers; the caller's thread
       touches only the thread-safe events, the loop's ``call_soon_threadsafe`` (also
-      through :meth:`ServerLoop.call`), :meth:`Provider.issued` and
-      :meth:`Provider.grant_counts`.
+      through :meth:`ServerLoop.call`), and the provider's locked copies:
+      :meth:`Provider.issued`, :meth:`Provider.grant_counts`,
+      :meth:`Provider.refresh_presentations` and :meth:`Provider.authorized_client_ids`.
 """
 
 from __future__ import annotations
