@@ -15,18 +15,27 @@ of its configuration (``tools/mcp_tool*.py``, ``tools/mcp_oauth.py``):
   ``sampling``, ... see ``HOST_KEYS``) are ignored; an unknown top-level key is ignored too
   (hermes grows new ones) and named in the server's notes;
 - ``oauth:`` keys: ``client_id``, ``client_secret``, ``scope``, ``redirect_port``,
-  ``redirect_host``, ``client_name`` and ``timeout`` map onto ``ServerSpec``; hermes's other
-  keys (``client_metadata_url``, ``cimd``, ``user_agent``, ``token_endpoint_auth_method``,
-  ``application_type``) cannot be expressed by ``ServerSpec`` and are named in the notes (this
-  library registers by dynamic client registration, never with a Client ID Metadata Document);
-  any other ``oauth`` key is an error;
+  ``redirect_host``, ``client_name``, ``timeout``, ``token_endpoint_auth_method`` and
+  ``client_metadata_url`` map onto ``ServerSpec``; hermes's other keys (``user_agent``,
+  ``application_type``, ``flow``) cannot be expressed by ``ServerSpec`` and are named in the
+  notes; any other ``oauth`` key is an error;
+- a Client ID Metadata Document, as hermes decides it (``tools/mcp_oauth.py``,
+  ``_maybe_use_cimd``): hermes's own document (``HERMES_CIMD_URL``, whose redirect URIs name
+  ports 27890-27894, ``HERMES_CIMD_PORTS``) or ``oauth.client_metadata_url``, unless
+  ``oauth.cimd`` is ``false`` (the boolean, as hermes compares it) or the entry asks for an
+  identity a document cannot present: a ``client_id`` or ``client_secret``, a
+  ``client_name``, a ``token_endpoint_auth_method`` other than ``none``, a ``redirect_port``
+  or ``redirect_uri``, a ``redirect_host`` other than ``127.0.0.1`` or ``localhost``, or a
+  document URL that cannot be one (noted). What only the token directory knows (a stored
+  registration, hermes's ``.cimd-off`` mark, metadata saying the server does not support
+  documents) is decided at login time (``runner.identity``);
 - an invalid value (a missing ``url``, a bad port, a wrong type, an unknown ``oauth`` key, two
   servers that hermes would store in the same token file) is a ``HermesConfigError``: one line
   naming the file, the server and the key. Never another exception.
 
 Not done: hermes's ``${VAR}`` interpolation of environment variables in values, and its
-provider-specific defaults (Figma's client name). An entry whose ``url`` holds ``${`` is an
-error saying so.
+provider-specific defaults (Figma's client name, scope and auth method). An entry whose
+``url`` holds ``${`` is an error saying so.
 """
 
 from __future__ import annotations
@@ -41,9 +50,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from runner.errors import InvalidServerSpec
+from runner.identity import document_url_problem
 from runner.spec import ServerSpec, check_server_name
 
 __all__ = [
+    "HERMES_CIMD_PORTS",
+    "HERMES_CIMD_URL",
     "HOST_KEYS",
     "MAX_CONFIG_BYTES",
     "OAUTH_KEYS",
@@ -103,19 +115,26 @@ _SPEC_KEYS: Final = {
     "redirect_host": "redirect_host",
     "client_name": "client_name",
     "timeout": "timeout",
+    "token_endpoint_auth_method": "token_endpoint_auth_method",
+    "client_metadata_url": "client_metadata_url",
 }
 #: ``oauth:`` keys hermes knows that ``ServerSpec`` cannot express: accepted, noted, not used.
 _NOTED_KEYS: Final = {
-    "client_metadata_url": "a Client ID Metadata Document is not used here (dynamic "
-    "client registration instead)",
-    "cimd": "a Client ID Metadata Document is not used here either way",
     "user_agent": "the token requests send the SDK's own User-Agent",
-    "token_endpoint_auth_method": "the method follows client_secret (none, or client_secret_post)",
     "application_type": "registrations are native loopback clients",
     "flow": "only the browser (authorization code) flow is done here",
 }
-#: Every ``oauth:`` key accepted (a proxy ``redirect_uri`` makes the entry skipped).
-OAUTH_KEYS: Final = frozenset({*_SPEC_KEYS, *_NOTED_KEYS, "redirect_uri"})
+#: Every ``oauth:`` key accepted (a proxy ``redirect_uri`` makes the entry skipped; ``cimd``
+#: turns the Client ID Metadata Document off).
+OAUTH_KEYS: Final = frozenset({*_SPEC_KEYS, *_NOTED_KEYS, "redirect_uri", "cimd"})
+
+#: hermes-agent's Client ID Metadata Document, and the loopback ports its redirect URIs
+#: name (on 127.0.0.1 and localhost, path /callback): hermes's default client identity.
+HERMES_CIMD_URL: Final = (
+    "https://nousresearch.github.io/hermes-agent/docs/oauth/client-metadata.json"
+)
+HERMES_CIMD_PORTS: Final = frozenset(range(27890, 27895))
+_CIMD_HOSTS: Final = frozenset({"127.0.0.1", "localhost"})
 
 _TRUE_WORDS: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE_WORDS: Final = frozenset({"false", "0", "no", "off"})
@@ -362,6 +381,8 @@ def _oauth_spec(
                     "listens on loopback only"
                 ]
             continue
+        if key == "cimd":
+            continue  # read by _client_document
         if key in _NOTED_KEYS:
             if value is not None and value != "":
                 notes.append(f"oauth.{key} is not used: {_NOTED_KEYS[key]}")
@@ -369,10 +390,38 @@ def _oauth_spec(
         if value is None or (value == "" and key != "client_name"):
             continue  # hermes treats null and empty as unset
         options[_SPEC_KEYS[key]] = _coerced(where, key, value)
+    options.update(_client_document(oauth, options, notes))
     try:
         return ServerSpec(name=name, url=url, **options), notes
     except InvalidServerSpec as exc:
         raise HermesConfigError(f"{source}: {_under_oauth(str(exc))}") from None
+
+
+def _client_document(
+    oauth: Mapping[Any, Any], options: Mapping[str, Any], notes: list[str]
+) -> dict[str, Any]:
+    """The Client ID Metadata Document options of an entry, as hermes decides them (see the
+    module docstring); {} when the entry registers dynamically. An unusable document URL
+    is noted."""
+    url = options.get("client_metadata_url") or HERMES_CIMD_URL
+    off = {"client_metadata_url": None}
+    if oauth.get("cimd") is False:
+        return off
+    asks_for_another_identity = (
+        options.get("client_id")
+        or options.get("client_secret")
+        or options.get("client_name")
+        or (options.get("token_endpoint_auth_method") or "none") != "none"
+        or options.get("redirect_port")
+        or (options.get("redirect_host") or "127.0.0.1") not in _CIMD_HOSTS
+    )
+    if asks_for_another_identity:
+        return off
+    problem = document_url_problem(url)
+    if problem is not None:
+        notes.append(f"oauth.client_metadata_url is not used ({problem}); registering instead")
+        return off
+    return {"client_metadata_url": url, "client_metadata_ports": HERMES_CIMD_PORTS}
 
 
 def _coerced(where: str, key: str, value: object) -> object:

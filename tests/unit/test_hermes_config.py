@@ -8,6 +8,7 @@ import pytest
 
 from runner.errors import InvalidServerSpec
 from runner.hermes_config import (
+    HERMES_CIMD_URL,
     HermesConfigError,
     hermes_safe_name,
     parse_boolish,
@@ -15,6 +16,7 @@ from runner.hermes_config import (
 )
 
 URL = "https://mcp.example.com/mcp"
+OWN_DOCUMENT = "https://client.example.com/oauth/client.json"
 
 
 def parse(servers: Any) -> Any:
@@ -81,19 +83,77 @@ def test_keys_that_servers_spec_cannot_express_are_noted_not_dropped_silently() 
                 "url": URL,
                 "auth": "oauth",
                 "future_key": 1,
-                "oauth": {
-                    "client_metadata_url": "https://hermes.example/cm.json",
-                    "user_agent": "hermes",
-                    "cimd": None,
-                },
+                "oauth": {"user_agent": "hermes", "cimd": None, "application_type": "web"},
             }
         }
     )
     notes = config.notes["x"]
-    assert any("client_metadata_url" in n for n in notes)
     assert any("user_agent" in n for n in notes)
+    assert any("application_type" in n for n in notes)
     assert any("future_key" in n for n in notes)
     assert not any("cimd" in n for n in notes)  # null is unset, as in hermes
+
+
+def test_hermes_identifies_with_its_client_metadata_document_by_default() -> None:
+    (spec,) = parse({"x": {"url": URL, "auth": "oauth"}}).specs
+    assert spec.client_metadata_url == HERMES_CIMD_URL
+    assert spec.client_metadata_ports == frozenset(range(27890, 27895))
+    (own,) = parse(
+        {"x": {"url": URL, "auth": "oauth", "oauth": {"client_metadata_url": OWN_DOCUMENT}}}
+    ).specs
+    assert own.client_metadata_url == OWN_DOCUMENT
+
+
+@pytest.mark.parametrize(
+    "oauth",
+    [
+        {"cimd": False},
+        {"client_id": "pre-registered"},
+        {"client_id": "pre-registered", "client_secret": "s"},
+        {"client_name": "Claude Code"},
+        {"token_endpoint_auth_method": "client_secret_post"},
+        {"redirect_port": 5173},
+        {"redirect_host": "::1"},
+    ],
+    ids=lambda oauth: ",".join(oauth),
+)
+def test_an_entry_that_asks_for_another_identity_registers_instead(oauth: dict[str, Any]) -> None:
+    (spec,) = parse({"x": {"url": URL, "auth": "oauth", "oauth": oauth}}).specs
+    assert spec.client_metadata_url is None and not spec.client_metadata_ports
+
+
+def test_cimd_is_turned_off_only_by_false_as_hermes_compares_it() -> None:
+    (spec,) = parse({"x": {"url": URL, "auth": "oauth", "oauth": {"cimd": "no"}}}).specs
+    assert spec.client_metadata_url == HERMES_CIMD_URL
+
+
+def test_an_unusable_document_url_is_noted_and_the_entry_registers() -> None:
+    config = parse(
+        {"x": {"url": URL, "auth": "oauth", "oauth": {"client_metadata_url": "http://x/cm"}}}
+    )
+    (spec,) = config.specs
+    assert spec.client_metadata_url is None
+    assert any("client_metadata_url" in n and "https" in n for n in config.notes["x"])
+
+
+def test_the_token_endpoint_auth_method_is_taken_from_the_config() -> None:
+    oauth = {
+        "client_id": "c",
+        "client_secret": "s",
+        "token_endpoint_auth_method": "client_secret_basic",
+    }
+    (spec,) = parse({"x": {"url": URL, "auth": "oauth", "oauth": oauth}}).specs
+    assert spec.token_endpoint_auth_method == "client_secret_basic"
+    with pytest.raises(HermesConfigError, match="token_endpoint_auth_method"):
+        parse(
+            {
+                "x": {
+                    "url": URL,
+                    "auth": "oauth",
+                    "oauth": {"token_endpoint_auth_method": "private_key_jwt"},
+                }
+            }
+        )
 
 
 def test_a_proxy_redirect_uri_skips_the_server() -> None:

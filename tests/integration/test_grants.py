@@ -1,0 +1,252 @@
+"""No grant lost, none sent astray: the faults that used to cost a login, on real servers.
+
+Each test stores a login the way a host or hermes-agent would, breaks something (the lock's
+path, the authorization server's answer, the local bookkeeping, the issuer) and checks
+that the grant the user gave survives: the refresh token is kept unless the server said it
+is dead, nothing is written over a record that was not re-read under its lock, and no
+refresh token reaches an issuer that did not grant it. The sandbox's counters say what the
+servers really saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+from bounded_calls import bounded
+from test_hermes_cli import hermes_login, hermes_reads
+
+from portlease import Registry
+from runner import ServerSpec, TokenStore, authorize_many
+from runner.errors import FlowTimeout, NeedsInteraction
+from runner.hermes_store import HermesTokenStore
+from runner.refresh import refresh_login
+from runner.sandbox import Sandbox
+from runner.stored import StoredLogin
+
+pytestmark = pytest.mark.anyio
+
+LONG_AGO = 1.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _nothing() -> Any:
+    return
+    yield
+
+
+async def log_in(sandbox: Sandbox, store: TokenStore, tmp_path: Path) -> tuple[str, str]:
+    """One login through the runner; the server's name and URL."""
+    ((name, entry),) = sandbox.config().items()
+    results = await authorize_many(
+        sandbox.config(),
+        store=store,
+        registry=Registry(tmp_path / "leases"),
+        browser=sandbox.browser,
+        pastes=_nothing(),
+        timeout=60,
+    )
+    assert results[name].ok, results[name].error
+    return name, entry["url"]
+
+
+def expire(store: TokenStore, name: str) -> StoredLogin:
+    stored = store.load(name)
+    assert stored is not None
+    stored.expires_at = LONG_AGO
+    store.save(name, stored)
+    return stored
+
+
+# --- the lock ----------------------------------------------------------------------------------
+
+_PARENT = textwrap.dedent(
+    """
+    import json, os, sys
+    import anyio
+    from portlease import Registry
+    from runner import TokenStore, authorize_many
+
+    store_dir, leases, name, url, barrier = sys.argv[1:6]
+
+    async def main() -> None:
+        print("ready", flush=True)
+        assert os.read(int(barrier), 1) == b""  # released together
+        results = await authorize_many(
+            {name: {"url": url}}, store=TokenStore(store_dir), registry=Registry(leases),
+            interactive=False, timeout=30)
+        result = results[name]
+        print(json.dumps({"ok": result.ok, "error": type(result.error).__name__}), flush=True)
+
+    anyio.run(main)
+    """
+)
+
+
+def run_parents(store: TokenStore, leases: Path, name: str, url: str) -> list[dict[str, Any]]:
+    """Four processes authorizing one server at once (released together); their reports.
+    Blocking: run it in a thread."""
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-c", _PARENT, str(store.directory), str(leases), name, url]
+    parents: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(4):
+            parents.append(
+                subprocess.Popen(
+                    [*command, str(read_end)],
+                    pass_fds=(read_end,),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for parent in parents:
+            assert parent.stdout is not None
+            assert bounded(parent.stdout.readline, 60) == "ready\n"
+        os.close(write_end)
+        write_end = -1
+        outputs = [parent.communicate(timeout=60) for parent in parents]
+    finally:
+        os.close(read_end)
+        if write_end != -1:
+            os.close(write_end)
+        for parent in parents:
+            if parent.poll() is None:
+                parent.kill()
+                parent.wait(10)
+    for (_, err), parent in zip(outputs, parents, strict=True):
+        assert parent.returncode == 0, err[-2000:]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+
+
+@pytest.mark.timeout(120)
+async def test_an_unusable_lock_fails_closed_in_every_process(tmp_path: Path) -> None:
+    with Sandbox(servers=1) as sandbox:
+        store = TokenStore(tmp_path / "tokens")
+        name, url = await log_in(sandbox, store, tmp_path)
+        before = expire(store, name)
+        store.lock_path_for(name).unlink(missing_ok=True)
+        store.lock_path_for(name).mkdir()  # a directory where the lock file should be
+
+        reports = await anyio.to_thread.run_sync(run_parents, store, tmp_path / "leases", name, url)
+
+        assert reports == [{"ok": False, "error": "LoginLockUnavailable"}] * 4
+        assert sandbox.grant_counts(name)["refresh_token"] == 0  # nobody refreshed unlocked
+        kept = store.load(name)
+        assert kept is not None and kept.to_dict() == before.to_dict()
+        # The grant is alive: its refresh token still works.
+        assert (await refresh_login(kept, timeout=30)).tokens.access_token
+
+
+# --- a new login replaces an old one only once it succeeded -------------------------------------
+
+
+async def test_an_abandoned_relogin_leaves_the_old_login_as_it_was(tmp_path: Path) -> None:
+    with Sandbox(servers=1) as sandbox:
+        store = TokenStore(tmp_path / "tokens")
+        name, _ = await log_in(sandbox, store, tmp_path)
+        before = expire(store, name)
+        sandbox.revoke_refresh_tokens(name)  # the refresh is refused: a person must log in
+
+        def nobody(url: str, spec: ServerSpec) -> None:
+            """A person who never finishes the login."""
+
+        results = await authorize_many(
+            sandbox.config(),
+            store=store,
+            registry=Registry(tmp_path / "leases"),
+            browser=nobody,
+            pastes=_nothing(),
+            timeout=3,
+        )
+        assert isinstance(results[name].error, FlowTimeout)
+        kept = store.load(name)
+        assert kept is not None and kept.to_dict() == before.to_dict()
+
+
+# --- hermes-agent's files -----------------------------------------------------------------------
+
+
+def hermes_files(tokens_dir: Path, stem: str) -> dict[str, bytes]:
+    """The contents of hermes's login files of ``stem`` (not its lock file)."""
+    return {
+        path.name: path.read_bytes()
+        for path in tokens_dir.iterdir()
+        if path.name.startswith(f"{stem}.") and path.name.endswith(".json")
+    }
+
+
+async def test_a_hermes_login_without_metadata_is_refreshed_not_stripped(tmp_path: Path) -> None:
+    tokens_dir = tmp_path / "hermes" / "mcp-tokens"
+    with Sandbox(servers=1) as sandbox:
+        server = sandbox.servers[0]
+        await hermes_login(sandbox, server.name, tokens_dir, "notes")
+        # hermes's own build_oauth_auth writes no .meta.json; the login has expired.
+        (tokens_dir / "notes.meta.json").unlink()
+        token_file = tokens_dir / "notes.json"
+        raw = json.loads(token_file.read_text())
+        raw["expires_at"] = time.time() - 10
+        token_file.write_text(json.dumps(raw))
+        store = HermesTokenStore(tmp_path / "hermes", server_urls={"notes": server.url})
+
+        results = await authorize_many(
+            {"notes": {"url": server.url}},
+            store=store,
+            registry=Registry(tmp_path / "leases"),
+            interactive=False,
+            timeout=30,
+        )
+
+        assert results["notes"].ok, results["notes"].error
+        assert sandbox.grant_counts(server.name)["refresh_token"] == 1
+        token, issuer = hermes_reads(tokens_dir, "notes")  # hermes's own reading
+        assert token.refresh_token and token.access_token == results["notes"].tokens.access_token  # type: ignore[union-attr]
+        assert issuer is not None and issuer.rstrip("/") == server.url.rsplit("/", 1)[0]
+        assert (tokens_dir / "notes.meta.json").exists()  # found again, and kept
+
+
+async def test_a_hermes_refresh_token_is_not_sent_to_another_issuer(tmp_path: Path) -> None:
+    tokens_dir = tmp_path / "hermes" / "mcp-tokens"
+    with Sandbox(servers=2) as sandbox:
+        granting, other = sandbox.servers
+        await hermes_login(sandbox, granting.name, tokens_dir, "notes")
+        # The server's metadata now names another authorization server (a takeover, a
+        # migration): its token endpoint must not get the refresh token.
+        await hermes_login(sandbox, other.name, tokens_dir, "elsewhere")
+        (tokens_dir / "notes.meta.json").write_bytes(
+            (tokens_dir / "elsewhere.meta.json").read_bytes()
+        )
+        raw = json.loads((tokens_dir / "notes.json").read_text())
+        raw["expires_at"] = time.time() - 10
+        (tokens_dir / "notes.json").write_text(json.dumps(raw))
+        before = {
+            p.name: p.read_bytes() for p in tokens_dir.iterdir() if p.name.startswith("notes")
+        }
+        store = HermesTokenStore(tmp_path / "hermes", server_urls={"notes": granting.url})
+
+        results = await authorize_many(
+            {"notes": {"url": granting.url}},
+            store=store,
+            registry=Registry(tmp_path / "leases"),
+            interactive=False,
+            timeout=30,
+        )
+
+        assert isinstance(results["notes"].error, NeedsInteraction), results["notes"]
+        assert "authorization server has changed" in str(results["notes"].error)
+        assert sandbox.refresh_presentations(other.name) == {}
+        assert sandbox.refresh_presentations(granting.name) == {}
+        assert hermes_files(tokens_dir, "notes") == before
