@@ -10,11 +10,13 @@ servers really saw.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,8 @@ from bounded_calls import bounded
 from test_hermes_cli import hermes_login, hermes_reads
 
 from portlease import Registry
-from runner import ServerSpec, TokenStore, authorize_many
-from runner.errors import FlowTimeout, NeedsInteraction
+from runner import FlowResult, ServerSpec, TokenStore, authorize_many
+from runner.errors import FlowTimeout, NeedsInteraction, RefreshFailed
 from runner.hermes_store import HermesTokenStore
 from runner.refresh import refresh_login
 from runner.sandbox import Sandbox
@@ -250,3 +252,158 @@ async def test_a_hermes_refresh_token_is_not_sent_to_another_issuer(tmp_path: Pa
         assert sandbox.refresh_presentations(other.name) == {}
         assert sandbox.refresh_presentations(granting.name) == {}
         assert hermes_files(tokens_dir, "notes") == before
+
+
+# --- what the token endpoint answers ------------------------------------------------------------
+
+
+async def refresh_once(sandbox: Sandbox, tmp_path: Path, **kwargs: Any) -> FlowResult:
+    """``authorize_many`` of the sandbox's one server, with no person at hand."""
+    results = await authorize_many(
+        sandbox.config(),
+        store=TokenStore(tmp_path / "tokens"),
+        registry=Registry(tmp_path / "leases"),
+        browser=refused_browser,
+        pastes=_nothing(),
+        timeout=30,
+        **kwargs,
+    )
+    return results[sandbox.servers[0].name]
+
+
+def refused_browser(url: str, spec: ServerSpec) -> None:
+    raise AssertionError(f"{spec.name}: no browser may be opened here")
+
+
+@pytest.mark.parametrize("fault", ["invalid_request", "html", "server_error"])
+async def test_a_refusal_that_is_not_invalid_grant_keeps_the_grant(
+    tmp_path: Path, fault: str
+) -> None:
+    with Sandbox(servers=1, refresh_fault=fault) as sandbox:
+        store = TokenStore(tmp_path / "tokens")
+        name, _ = await log_in(sandbox, store, tmp_path)
+        before = expire(store, name)
+
+        result = await refresh_once(sandbox, tmp_path, interactive=False)
+
+        assert isinstance(result.error, RefreshFailed | NeedsInteraction), result
+        if fault == "server_error":  # a failure of the moment: nobody is asked to log in
+            assert isinstance(result.error, RefreshFailed) and result.error.temporary
+        kept = store.load(name)
+        assert kept is not None and kept.to_dict() == before.to_dict()
+        # Sent once, by the parent; no child, no second presentation.
+        assert list(sandbox.refresh_presentations(name).values()) == [1]
+
+
+async def test_after_a_500_the_login_sends_the_refresh_token_no_second_time(
+    tmp_path: Path,
+) -> None:
+    # An interactive call: before, the child's SDK sent the same refresh token again after the
+    # parent's refresh failed, which a rotating server treats as reuse.
+    with Sandbox(servers=1, refresh_fault="server_error") as sandbox:
+        store = TokenStore(tmp_path / "tokens")
+        name, _ = await log_in(sandbox, store, tmp_path)
+        expire(store, name)
+
+        result = await refresh_once(sandbox, tmp_path)
+
+        assert isinstance(result.error, RefreshFailed) and result.error.temporary
+        assert list(sandbox.refresh_presentations(name).values()) == [1]
+        assert sandbox.grant_counts(name)["authorize"] == 1  # no browser login either
+
+
+async def test_an_unreadable_answer_is_not_a_reason_to_send_the_token_again(
+    tmp_path: Path,
+) -> None:
+    with Sandbox(servers=1, refresh_fault="garbled_after_rotation") as sandbox:
+        store = TokenStore(tmp_path / "tokens")
+        name, _ = await log_in(sandbox, store, tmp_path)
+        before = expire(store, name)
+
+        result = await refresh_once(sandbox, tmp_path, interactive=False)
+
+        assert not result.ok
+        assert list(sandbox.refresh_presentations(name).values()) == [1]
+        kept = store.load(name)
+        assert kept is not None and kept.to_dict() == before.to_dict()
+
+
+async def test_a_refusal_while_the_token_is_valid_keeps_both_until_it_expires(
+    tmp_path: Path,
+) -> None:
+    # Seen with Cloudflare's MCP server (hermes-agent PR #110720): no refresh before expiry.
+    with Sandbox(servers=1, refresh_fault="early_refusal", access_token_ttl=3600) as sandbox:
+        store = TokenStore(tmp_path / "tokens")
+        name, _ = await log_in(sandbox, store, tmp_path)
+        stored = store.load(name)
+        assert stored is not None
+        stored.expires_at = time.time() + 20  # within the renewal margin, still valid
+        store.save(name, stored)
+
+        result = await refresh_once(sandbox, tmp_path, interactive=False)
+
+        assert result.ok and result.tokens == stored.tokens  # used to its end
+        kept = store.load(name)
+        assert kept is not None and kept.to_dict() == stored.to_dict()
+        assert sandbox.grant_counts(name)["refresh_token"] == 0
+
+
+async def test_a_429_is_waited_out_within_the_timeout(tmp_path: Path) -> None:
+    with Sandbox(servers=1, refresh_fault="rate_limited") as sandbox:
+        store = TokenStore(tmp_path / "tokens")
+        name, _ = await log_in(sandbox, store, tmp_path)
+        expire(store, name)
+
+        result = await refresh_once(sandbox, tmp_path, interactive=False)
+
+        assert result.ok, result.error
+        assert sandbox.grant_counts(name)["refresh_token"] == 1
+        assert list(sandbox.refresh_presentations(name).values()) == [2]  # 429, then served
+
+
+# --- logout and a refresh in flight -------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+async def test_logout_waits_for_a_refresh_in_flight_which_writes_nothing_back(
+    tmp_path: Path,
+) -> None:
+    with Sandbox(servers=1, refresh_delay=1.5) as sandbox:
+        store = TokenStore(tmp_path / "tokens")
+        name, _ = await log_in(sandbox, store, tmp_path)
+        expire(store, name)
+        refreshing = threading.Event()
+
+        def progress(who: str | None, sentence: str) -> None:
+            if sentence == "refreshing its stored login":
+                refreshing.set()  # said under the server's lock, before the POST
+
+        async with anyio.create_task_group() as tasks:
+            results: list[FlowResult] = []
+
+            async def refresh() -> None:
+                results.append(await refresh_once(sandbox, tmp_path, progress=progress))
+
+            tasks.start_soon(refresh)
+            assert await anyio.to_thread.run_sync(refreshing.wait, 30)
+            logout = await anyio.to_thread.run_sync(
+                functools.partial(
+                    subprocess.run,
+                    [
+                        sys.executable,
+                        "-m",
+                        "runner",
+                        "logout",
+                        name,
+                        "--store",
+                        str(store.directory),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+            )
+        assert logout.returncode == 0, logout.stderr
+        assert f"{name}: logged out" in logout.stdout
+        assert results[0].ok  # the refresh finished first...
+        assert store.load(name) is None  # ...and the logout that waited for it stands
