@@ -41,6 +41,7 @@ from runner.errors import InvalidServerSpec
 from runner.flows import authorize_many
 from runner.hermes_config import HermesConfig, default_hermes_home, read_hermes_config
 from runner.hermes_store import HermesTokenStore, registered_port
+from runner.offloop import register_system_browsers
 from runner.spec import FlowResult, ServerSpec
 from runner.store import TokenStore, TokenStoreError
 from runner.stored import StoredLogin
@@ -454,6 +455,8 @@ def _authorize(args: argparse.Namespace) -> int:
         for note in notes:
             live.line(name, f"note: {note}")
     results: dict[str, FlowResult] = {}
+    if config.specs and not args.no_browser:
+        register_system_browsers()  # before logins open them from their threads
     if config.specs:
         with _reported_warnings(out):
             results = anyio.run(

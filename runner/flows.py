@@ -39,7 +39,7 @@ from portlease import Registry
 from runner.errors import InvalidServerSpec
 from runner.launch import LazyLauncher, StartMethod, check_start_method, open_lazy_launcher
 from runner.notices import Notices
-from runner.offloop import Browser, system_browser
+from runner.offloop import Browser, in_daemon_thread, register_system_browsers, system_browser
 from runner.progress import Progress, ProgressPump, log_progress
 from runner.refresh import SharedTlsContext
 from runner.renewal import LoginRequest
@@ -219,6 +219,8 @@ class Runner:
         """``authorize_many`` of checked specs, with a host's ``requests`` (its challenges)
         for some of them (``runner.host_provider``)."""
         launcher = self._open_launcher()
+        if browser is None and interactive:
+            await in_daemon_thread("runner-browsers", register_system_browsers)
         if pastes is None and interactive and stdin_is_terminal():
             pastes = terminal_lines()
         results: dict[str, FlowResult] = {}

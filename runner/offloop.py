@@ -50,6 +50,7 @@ __all__ = [
     "load_login",
     "mark_cimd_refused",
     "open_browser",
+    "register_system_browsers",
     "release_lease",
     "save_login",
     "system_browser",
@@ -265,6 +266,20 @@ async def release_lease(name: str, release: Callable[[], None]) -> None:
     """``release()`` of a lease, off the loop (the registry takes a file lock and
     rewrites its file); raises what it raises."""
     await in_daemon_thread(f"runner-release-{name}", release)
+
+
+def register_system_browsers() -> None:
+    """Have ``webbrowser`` find this system's browsers now, once per process, before
+    logins open them from several threads.
+
+    ``webbrowser.open`` registers them at its first call, and in Python 3.11 a second thread
+    calling it meanwhile sees a list still being filled (empty, at first) and returns False
+    at once: "no browser could be opened" for one of two logins that started together.
+    Registering first (blocking: it looks programs up on ``PATH``; call it off the event
+    loop) closes that window. Nothing is opened here.
+    """
+    with contextlib.suppress(webbrowser.Error):
+        webbrowser.get()
 
 
 def system_browser(url: str, spec: ServerSpec) -> None:

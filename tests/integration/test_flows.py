@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -257,3 +262,80 @@ async def test_a_stored_login_of_another_server_url_is_not_reused(tmp_path: Path
         assert browser.calls == [name]  # a fresh browser login, not the old tokens
         assert result.tokens is not None
         assert result.tokens.access_token in other.issued_tokens(name)
+
+
+_SYSTEM_BROWSER_HOST = """
+import json, sys
+import anyio
+from portlease import Registry
+from runner import TokenStore, authorize_many
+
+config, tokens, leases = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+async def nothing():
+    return
+    yield
+
+async def main() -> None:
+    results = await authorize_many(config, store=TokenStore(tokens), registry=Registry(leases),
+                                   pastes=nothing(), timeout=30)
+    print(json.dumps({name: result.ok for name, result in results.items()}))
+
+anyio.run(main)
+"""
+
+
+def test_concurrent_logins_each_open_the_system_browser(tmp_path: Path) -> None:
+    # The default browser is Python's webbrowser, whose first open in a process (3.11)
+    # returned False at once to every thread but one that called it meanwhile: 7 of 8
+    # logins started together said "could not open a browser" and waited for nothing.
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    script = tmp_path / "browser.sh"
+    script.write_text(f'#!/bin/sh\nexec {curl} -s -o /dev/null -L --max-time 30 "$1"\n')
+    script.chmod(0o755)
+    with Sandbox(servers=6) as sandbox:
+        done = subprocess.run(
+            [sys.executable, "-c", _SYSTEM_BROWSER_HOST, json.dumps(sandbox.config()),
+             str(tmp_path / "tokens"), str(tmp_path / "leases")],
+            env={**os.environ, "BROWSER": str(script)},
+            capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == dict.fromkeys(
+        sandbox.config(), True
+    ), done.stderr[-2000:]
+
+
+_BROWSERS_AFTER_A_CALL = """
+import sys, threading, webbrowser
+import anyio
+from portlease import Registry
+from runner import TokenStore, authorize_many
+
+anyio.run(lambda: authorize_many([], store=TokenStore(sys.argv[1]), registry=Registry(sys.argv[2])))
+barrier = threading.Barrier(8)
+opened = []
+
+def open_one() -> None:
+    barrier.wait()  # eight logins' browser calls at once
+    opened.append(webbrowser.open("http://127.0.0.1:9/authorize"))
+
+threads = [threading.Thread(target=open_one) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(opened.count(True))
+"""
+
+
+def test_a_call_registers_the_system_browsers_before_logins_open_them(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _BROWSERS_AFTER_A_CALL, str(tmp_path / "t"), str(tmp_path / "l")],
+        env={**os.environ, "BROWSER": "true"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "8"
