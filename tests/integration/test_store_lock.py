@@ -110,7 +110,10 @@ async def test_holding_excludes_and_releases(tmp_path: Path) -> None:
         with pytest.raises(LoginLockTimeout):
             async with holding(TokenStore(store.directory), "srv", 0.2):
                 pass
-    async with holding(store, "srv", 0):  # released at the block's end
+    # Released at the block's end. Not with timeout 0: the timed-out wait above left its
+    # helper thread in flock() (portlease.lockfile), and it may take the lock for an instant
+    # after the release before letting it go; a leaked lock would fail this wait too.
+    async with holding(store, "srv", 5):
         pass
 
 
