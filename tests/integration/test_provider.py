@@ -25,6 +25,8 @@ import anyio
 import anyio.to_thread
 import pytest
 from bounded_calls import bounded
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
@@ -454,3 +456,55 @@ async def test_provider_is_the_public_function_even_after_its_module_loaded(
     auth = runner.provider({"srv": {"url": URL}}, store=TokenStore(tmp_path / "none"))
     assert isinstance(auth, RunnerProvider) and auth.spec == ServerSpec(name="srv", url=URL)
     assert not (tmp_path / "none").exists()  # nothing is read or written before a request
+
+
+# --- one policy: what status says is what the provider does ------------------------------------
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    expires_in=st.none() | st.integers(min_value=1, max_value=7200),
+    left=st.none() | st.floats(min_value=-3600, max_value=7200),
+    refresh=st.booleans(),
+    client=st.booleans(),
+    metadata=st.booleans(),
+)
+def test_status_and_the_provider_agree_on_every_login(
+    tmp_path: Path,
+    expires_in: int | None,
+    left: float | None,
+    refresh: bool,
+    client: bool,
+    metadata: bool,
+) -> None:
+    from runner.cli import _login_state
+
+    tokens: dict[str, Any] = {"access_token": "at", "token_type": "Bearer"}
+    if expires_in is not None:
+        tokens["expires_in"] = expires_in
+    if refresh:
+        tokens["refresh_token"] = "rt"
+    login = StoredLogin.from_dict(
+        {
+            "version": 1,
+            "server_url": URL,
+            "tokens": tokens,
+            "expires_at": None if left is None else time.time() + left,
+            "client_info": {"client_id": "c", "redirect_uris": [str(_client().redirect_uris[0])]}
+            if client
+            else None,
+            "oauth_metadata": {
+                "issuer": "https://as.example.test",
+                "authorization_endpoint": "https://as.example.test/authorize",
+                "token_endpoint": "https://as.example.test/token",
+            }
+            if metadata
+            else None,
+        }
+    )
+    spec = ServerSpec(name="srv", url=URL)
+    provider = runner.provider(spec, store=TokenStore(tmp_path / "never-written"))
+    status = _login_state(spec, login, time.time())
+    assert provider._usable(login) is (status == "logged in"), status
