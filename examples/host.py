@@ -39,7 +39,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 import runner
 from runner import ServerSpec, TokenStore, authorize_many
-from runner.sdk import http as sdk_http  # httpx2 on mcp 2.x, httpx on 1.x
+from runner._child._sdk import http as sdk_http  # httpx2 on mcp 2.x, httpx on 1.x
 
 #: The longest the demo waits for a token to expire, whatever --ttl says.
 MAX_WAIT = 30.0

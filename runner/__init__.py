@@ -9,7 +9,7 @@ one login's failure never touches another's; nothing outlives its timeout; on re
 child process and no port lease of the call is left. Errors live in ``runner.errors``.
 
 The public names are loaded on first use (PEP 562): a login's child process imports
-``runner.child``, and must not pay for (or depend on) the parent's supervisor and
+``runner._child._login``, and must not pay for (or depend on) the parent's supervisor and
 ``portlease`` just because this package's ``__init__`` ran first.
 """
 
@@ -20,14 +20,15 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from runner.flows import Runner, authorize_many, authorize_many_sync
-    from runner.host_provider import provider
-    from runner.spec import FlowResult, ServerSpec
-    from runner.store import TokenStore
+    from runner._core._spec import FlowResult, ServerSpec
+    from runner._hosts._provider import RunnerProvider, provider
+    from runner._parent._runner import Runner, authorize_many, authorize_many_sync
+    from runner._stores._token_store import TokenStore
 
 __all__ = [
     "FlowResult",
     "Runner",
+    "RunnerProvider",
     "ServerSpec",
     "TokenStore",
     "authorize_many",
@@ -39,13 +40,14 @@ __all__ = [
 # importlib's own module cache makes the second lookup cheap).
 _HOMES = types.MappingProxyType(
     {
-        "FlowResult": "runner.spec",
-        "Runner": "runner.flows",
-        "ServerSpec": "runner.spec",
-        "TokenStore": "runner.store",
-        "authorize_many": "runner.flows",
-        "authorize_many_sync": "runner.flows",
-        "provider": "runner.host_provider",
+        "FlowResult": "runner._core._spec",
+        "Runner": "runner._parent._runner",
+        "RunnerProvider": "runner._hosts._provider",
+        "ServerSpec": "runner._core._spec",
+        "TokenStore": "runner._stores._token_store",
+        "authorize_many": "runner._parent._runner",
+        "authorize_many_sync": "runner._parent._runner",
+        "provider": "runner._hosts._provider",
     }
 )
 

@@ -1,5 +1,5 @@
 import sys
 
-from runner.cli import main
+from runner._cli._main import main
 
 sys.exit(main())

@@ -1,16 +1,18 @@
-"""Errors of the runner package. Public: hosts import these names.
+"""Every error and warning of the runner package, in one tree. Public: hosts import these.
 
-Every outcome of a login that is not a token is one of these, carried in
-``FlowResult.error``; nothing here is raised out of ``authorize_many`` except
+Every outcome of a login that is not a token is a ``FlowError``, carried in
+``FlowResult.error``; nothing of it is raised out of ``authorize_many`` except
 ``InvalidServerSpec`` (a configuration mistake, found before any login starts)::
 
     FlowError
      ├── InvalidServerSpec      (also ValueError)
+     │    └── HermesConfigError   a hermes config.yaml that cannot be used
      ├── AuthorizationDenied
      ├── FlowTimeout            (also TimeoutError)
      ├── CallbackPortBusy
      ├── NeedsInteraction
      ├── FlowCrashed
+     │    └── LauncherError       (also RuntimeError) a child could not be started
      ├── OAuthProtocolError
      │    └── ClientMetadataRefused
      ├── RefreshRefused
@@ -18,7 +20,12 @@ Every outcome of a login that is not a token is one of these, carried in
      ├── AccessRefused
      └── LoginLockUnavailable
 
-Every class pickles and crosses the parent/child pipe by name (``to_wire`` /
+The token stores' own errors, raised by their methods (``TokenStore``, ``HermesTokenStore``)::
+
+    TokenStoreError             the store cannot do what was asked; nothing moved or deleted
+     └── LoginLockTimeout         another process kept a server's login lock past the timeout
+
+Every ``FlowError`` pickles and crosses the parent/child pipe by name (``to_wire`` /
 ``error_from_wire``), so a child can report a typed failure.
 
 Warnings: what ``authorize_many`` contained rather than let it change a result. Each is
@@ -28,11 +35,13 @@ and every lease released first::
 
     UserWarning
      ├── HostCallbackWarning    a browser, pastes or progress callback raised or hung
-     └── LoginCleanupWarning    tidying up after a login failed; its result is kept
+     ├── LoginCleanupWarning    tidying up after a login failed; its result is kept
+     └── TokenStoreWarning      a token file was unreadable (kept aside) or not saved
 """
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Mapping
 from typing import Any, Final
@@ -45,14 +54,19 @@ __all__ = [
     "FlowCrashed",
     "FlowError",
     "FlowTimeout",
+    "HermesConfigError",
     "HostCallbackWarning",
     "InvalidServerSpec",
+    "LauncherError",
     "LoginCleanupWarning",
+    "LoginLockTimeout",
     "LoginLockUnavailable",
     "NeedsInteraction",
     "OAuthProtocolError",
     "RefreshFailed",
     "RefreshRefused",
+    "TokenStoreError",
+    "TokenStoreWarning",
     "error_from_wire",
 ]
 
@@ -77,6 +91,14 @@ class InvalidServerSpec(FlowError, ValueError):
 
     The only FlowError that ``authorize_many`` raises instead of returning, because it
     is found before any login starts and says which entry and key to fix.
+    """
+
+
+class HermesConfigError(InvalidServerSpec):
+    """A hermes config that cannot be used: unreadable, not YAML/JSON, or an invalid value.
+
+    ``str(err)`` is one line naming the file (and the server and key, when there is one) and
+    what to do. An ``InvalidServerSpec``, so callers of ``authorize_many`` catch both alike.
     """
 
 
@@ -110,6 +132,11 @@ class NeedsInteraction(FlowError):
 
 class FlowCrashed(FlowError):
     """The login's child process died or broke the message protocol."""
+
+
+class LauncherError(FlowCrashed, RuntimeError):
+    """A login's child process could not be started: the zygote died, refused the fork, or
+    could not start at all (``Runner.warm_up`` raises it; a login gets it as its result)."""
 
 
 class OAuthProtocolError(FlowError):
@@ -181,6 +208,43 @@ def _rebuild(cls: type[FlowError], message: str, attributes: dict[str, Any]) -> 
     return cls(message, **attributes)
 
 
+class TokenStoreError(Exception):
+    """The store cannot do what was asked; nothing was moved aside or deleted.
+
+    Raised by a token store (its constructor, ``load``, ``save``, ``delete``, ``logout``,
+    ``hold``) when:
+
+    - its directory is unsafe: owned by another user, group- or world-writable, not a
+      directory, or cannot be created;
+    - reading or writing failed for a reason of the moment (``EMFILE``, ``EIO``, ``ENOSPC``,
+      a permission error on the directory), so the file may be fine and stays where it is;
+    - an unreadable token file could not be moved aside;
+    - ``hold``: another process kept the server's login lock past the timeout, or the lock
+      file cannot be opened.
+
+    ``str(err)`` names the file or directory, what is wrong and what to do; ``path`` is that
+    file or directory.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        super().__init__(message)
+        self.path = os.fspath(path)
+        self.message = message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.message))
+
+
+class LoginLockTimeout(TokenStoreError):
+    """``hold`` waited its whole timeout: another process kept the server's login lock
+    (it is logging in to that server, or refreshing its tokens)."""
+
+
+class TokenStoreWarning(UserWarning):
+    """A token file was unreadable and has been moved aside (the server logs in again), or
+    delivered tokens could not be saved (the next run logs in again)."""
+
+
 class HostCallbackWarning(UserWarning):
     """A callback the host passed to ``authorize_many`` failed; the logins went on.
 
@@ -217,6 +281,7 @@ _BY_NAME: Final[Mapping[str, type[FlowError]]] = types.MappingProxyType(
             ClientMetadataRefused,
             RefreshRefused,
             AccessRefused,
+            LauncherError,
         )
     }
 )

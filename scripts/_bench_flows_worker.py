@@ -16,7 +16,7 @@ Every answer is one line on stdout, ``BENCH {json}``; anything else on stdout is
   ``run N TAG`` (N concurrent logins to servers named ``TAG-1`` ... ``TAG-N``), ``quit``.
 
 The two sides do the same protocol work per login, the work the runner's child does
-(``runner.sdk.drive_login``): one ``OAuthClientProvider`` with the same client metadata and
+(``runner._child._sdk.drive_login``): one ``OAuthClientProvider`` with the same client metadata and
 in-memory storage; one POST of an MCP ``initialize`` through ``AsyncClient(auth=provider)``
 whose 401 starts the SDK's flow (protected resource and authorization server discovery,
 dynamic client registration, the authorization URL, the callback on a loopback listener of
@@ -70,7 +70,7 @@ _SENTENCES = (
 )
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found"}
-# What the runner's child sends (runner.sdk._INITIALIZE): the request that starts a login.
+# What the runner's child sends (runner._child._sdk._INITIALIZE): the request that starts a login.
 _INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 0,
@@ -142,7 +142,7 @@ class BareSdk:
 
 
 def import_bare() -> BareSdk:
-    # The same switch as runner.sdk (by feature, not version), without importing runner.
+    # The same switch as runner._child._sdk (by feature, not version), without importing runner.
     import mcp.shared.auth
     from mcp.client.auth import OAuthClientProvider
     from mcp.shared.auth import OAuthClientMetadata
@@ -163,7 +163,7 @@ class TlsChoice:
 
 
 class _MemoryStorage:
-    """The SDK's ``TokenStorage`` in memory (as ``runner.sdk.MemoryStorage``)."""
+    """The SDK's ``TokenStorage`` in memory (as ``runner._child._sdk.MemoryStorage``)."""
 
     def __init__(self) -> None:
         self.tokens: Any = None
@@ -346,7 +346,7 @@ class RunnerApi:
 
 def import_runner() -> RunnerApi:
     from portlease import Registry
-    from runner import Runner, TokenStore, authorize_many  # Runner loads runner.flows
+    from runner import Runner, TokenStore, authorize_many  # Runner loads runner._parent._runner
 
     return RunnerApi(Runner, TokenStore, Registry, authorize_many)
 

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode
 
 HOST: Final = "127.0.0.1"
 
-#: More than the listener's query limit (``runner.callback_query.MAX_QUERY_BYTES``, 8 KiB).
+#: More than the listener's query limit (``runner._core._callback_query.MAX_QUERY_BYTES``, 8 KiB).
 _OVERSIZED_PAD: Final = 9000
 
 

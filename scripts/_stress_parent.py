@@ -185,7 +185,10 @@ def _zygotes() -> list[int]:
     found = []
     for child in psutil.Process().children():
         try:
-            if "runner.zygote" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+            if (
+                "runner._child._zygote" in child.cmdline()
+                and child.status() != psutil.STATUS_ZOMBIE
+            ):
                 found.append(child.pid)
         except psutil.Error:
             continue

@@ -11,7 +11,8 @@ its own (its CPU and memory are neither side's):
              tokens saved in a ``TokenStore``)
 
 Each login on either side does the same protocol work (the runner child's
-``runner.sdk.drive_login``): an MCP ``initialize`` POST through ``AsyncClient(auth=provider)``
+``runner._child._sdk.drive_login``): an MCP ``initialize`` POST through
+``AsyncClient(auth=provider)``
 whose 401 starts the SDK's flow: discovery, dynamic client registration, the consent (the
 same stdlib browser function on both sides, in a daemon thread per login), the callback,
 the code exchange; then the POST again with the token. See scripts/_bench_flows_worker.py.

@@ -2,10 +2,10 @@
 
 Measures, in the same run:
   - bare:    spawn `python -c pass` and wait for it (the floor of any fresh interpreter)
-  - import:  spawn `python -c "import runner.child"` (what the child must load: mcp, uvicorn)
-  - ready:   the real path, for each start method ("spawn": `python -m runner.child`
+  - import:  spawn `python -c "import runner._child._login"` (what a child loads: mcp, uvicorn)
+  - ready:   the real path, for each start method ("spawn": `python -m runner._child._login`
              with the socket and channel in pass_fds; "zygote": forked by the pre-loaded
-             runner.zygote): lease a port, start the child, send StartLogin, time until
+             runner._child._zygote): lease a port, start the child, send StartLogin, time until
              ServerReady arrives
   - ready x8: eight children started at once, time until the last ServerReady
   - zygote:  starting the zygote itself (paid once per authorize_many call)
@@ -30,9 +30,9 @@ import anyio
 import psutil
 
 from portlease import Registry
-from runner.child_lifetime import start_child
-from runner.launch import Launcher, Zygote, open_launcher
-from runner.messages import StartLogin
+from runner._core._messages import StartLogin
+from runner._parent._child_lifetime import start_child
+from runner._parent._launch import Launcher, Zygote, open_launcher
 
 
 def run_python(code: str) -> float:
@@ -99,8 +99,8 @@ async def main(rounds: int) -> None:
         )
         rows.append(
             (
-                "import runner.child (mcp, uvicorn)",
-                [run_python("import runner.child") for _ in range(rounds)],
+                "import runner._child._login (mcp, uvicorn)",
+                [run_python("import runner._child._login") for _ in range(rounds)],
             )
         )
         for method in ("spawn", "zygote"):

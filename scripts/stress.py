@@ -455,7 +455,7 @@ class Stress:
             zygote = psutil.Process(proc.ppid())
             if proc.environ().get(PARENT_MARKER) != str(parent.index):
                 return f"pid {pid} does not carry {parent.label}'s marker"
-            if zygote.ppid() != parent.proc.pid or "runner.zygote" not in zygote.cmdline():
+            if zygote.ppid() != parent.proc.pid or "runner._child._zygote" not in zygote.cmdline():
                 return f"pid {pid} is not a child of {parent.label}'s zygote"
         except psutil.Error as exc:
             return f"pid {pid}: {exc!r}"
@@ -468,7 +468,7 @@ class Stress:
         zygotes = [
             child
             for child in psutil.Process(parent.proc.pid).children()
-            if "runner.zygote" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE
+            if "runner._child._zygote" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE
         ]
         if len(zygotes) != 1:
             self.step_problems["zygote replaced"].append(

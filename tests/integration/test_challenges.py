@@ -20,9 +20,9 @@ from mcp.client.streamable_http import streamable_http_client
 import runner
 from portlease import Registry
 from runner import ServerSpec, TokenStore, authorize_many
+from runner._child._sdk import http as httpx2  # httpx on mcp 1.x
 from runner.hermes_store import HermesTokenStore
 from runner.sandbox import Sandbox
-from runner.sdk import http as httpx2  # httpx on mcp 1.x
 
 pytestmark = pytest.mark.anyio
 

@@ -20,13 +20,13 @@ import psutil
 import pytest
 from flow_helpers import ParentProcess, kill_all, wait_processes_gone, wait_until
 
-import runner.sdk
+import runner._child._sdk
 from portlease import Registry
 from portlease.registry import Registry as RegistryClass
 from runner import FlowResult, ServerSpec, TokenStore, authorize_many
+from runner._child._sdk import tls_context
 from runner.errors import NeedsInteraction
 from runner.sandbox import Sandbox, list_tools_with_token
-from runner.sdk import tls_context
 
 pytestmark = pytest.mark.anyio
 
@@ -148,7 +148,7 @@ async def test_a_restart_with_valid_stored_logins_starts_nothing(
 async def test_a_short_lived_token_is_used_not_refreshed_at_every_call(
     tmp_path: Path,
 ) -> None:
-    # The margin is at most a quarter of a token's lifetime (runner.renewal), the rule the
+    # The margin is at most a quarter of a token's lifetime (runner._core._renewal), the rule the
     # provider follows too: a 60 s token is not "expiring" as soon as it is issued.
     with Sandbox(servers=1, access_token_ttl=60) as sandbox:
         name = sandbox.servers[0].name
@@ -442,7 +442,7 @@ async def test_a_call_builds_one_tls_context_for_all_its_refreshes(
             built.append(tls_context())
             return built[-1]
 
-        monkeypatch.setattr(runner.sdk, "tls_context", counting_tls_context)
+        monkeypatch.setattr(runner._child._sdk, "tls_context", counting_tls_context)
         again = await login(sandbox, tmp_path)
         assert all(r.ok and not r.interactive for r in again.values()), again
         for server in sandbox.servers:

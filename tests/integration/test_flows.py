@@ -48,7 +48,7 @@ def runner_children() -> list[psutil.Process]:
         p
         for p in me.children(recursive=True)
         # Zygote-forked children keep the zygote's command line.
-        if any(part in ("runner.child", "runner.zygote") for part in _cmdline(p))
+        if any(part in ("runner._child._login", "runner._child._zygote") for part in _cmdline(p))
     ]
 
 

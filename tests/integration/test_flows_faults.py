@@ -133,7 +133,7 @@ async def test_a_hung_token_endpoint_times_out(tmp_path: Path) -> None:
     (result,) = results.values()
     assert isinstance(result.error, FlowTimeout), (result.error, progress.dump())
     assert any(m.startswith("callback received") for m in progress.messages(result.name))
-    # The child's own deadline comes 0.25 s before the parent's (runner.supervisor), so the
+    # The child's own deadline comes 0.25 s before the parent's (runner._parent._supervisor), so the
     # outcome may be reported a little before 3 s; never much earlier, never late.
     assert 2.5 <= result.elapsed <= 4.5, result.elapsed
     assert elapsed <= 4.5, elapsed
@@ -475,7 +475,7 @@ async def test_a_login_waiting_in_the_browser_times_out_on_time(tmp_path: Path) 
 
 async def test_a_timeout_names_the_configured_limit(tmp_path: Path) -> None:
     """The FlowTimeout a person reads names the timeout they configured, not the time the
-    child had left once it had started (which is what runner.child reports)."""
+    child had left once it had started (which is what runner._child._login reports)."""
     with Sandbox(servers=1) as sb:
         results = await authorize_many(
             sb.config(),
@@ -514,7 +514,7 @@ async def test_logins_survive_the_zygote_being_killed(tmp_path: Path) -> None:
                     zygotes = [
                         proc
                         for proc in psutil.Process().children(recursive=False)
-                        if proc.pid not in before and "runner.zygote" in proc.cmdline()
+                        if proc.pid not in before and "runner._child._zygote" in proc.cmdline()
                     ]
                     assert len(zygotes) == 1, zygotes
                     zygotes[0].kill()

@@ -39,7 +39,7 @@ from flow_helpers import (
 
 from portlease import Lease, Registry, RegistryError
 from runner import FlowResult, ServerSpec, TokenStore
-from runner.channel import Channel
+from runner._io._channel import Channel
 from runner.errors import FlowTimeout, HostCallbackWarning, LoginCleanupWarning
 from runner.sandbox import Sandbox, list_tools_with_token
 from runner.store import StoredLogin, TokenStoreWarning

@@ -29,11 +29,11 @@ from test_hermes_cli import hermes_login, hermes_reads
 
 from portlease import Registry
 from runner import FlowResult, ServerSpec, TokenStore, authorize_many
+from runner._core._stored import StoredLogin
+from runner._parent._refresher import refresh_login
 from runner.errors import FlowTimeout, NeedsInteraction, RefreshFailed
 from runner.hermes_store import HermesTokenStore
-from runner.refresh import refresh_login
 from runner.sandbox import Sandbox
-from runner.stored import StoredLogin
 
 pytestmark = pytest.mark.anyio
 

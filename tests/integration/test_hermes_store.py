@@ -13,9 +13,9 @@ import pytest
 from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToken
 from pydantic import AnyUrl
 
+from runner._core._stored import StoredLogin
 from runner.hermes_store import HermesTokenStore, registered_port
 from runner.store import LoginLockTimeout, TokenStoreWarning
-from runner.stored import StoredLogin
 
 URL = "http://127.0.0.1:9/mcp"
 

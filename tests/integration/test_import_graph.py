@@ -12,9 +12,9 @@ import sys
 import pytest
 
 PARENT_ONLY = (
-    "runner.flows",
-    "runner.supervisor",
-    "runner.routing",
+    "runner._parent._runner",
+    "runner._parent._supervisor",
+    "runner._core._routing",
     "runner.store",
     "portlease",
 )
@@ -28,7 +28,7 @@ def modules_after_import(module: str) -> set[str]:
     return set(json.loads(done.stdout))
 
 
-@pytest.mark.parametrize("module", ["runner.child", "runner.zygote"])
+@pytest.mark.parametrize("module", ["runner._child._login", "runner._child._zygote"])
 def test_the_child_does_not_load_the_parent(module: str) -> None:
     loaded = modules_after_import(module)
     assert module in loaded
@@ -37,16 +37,16 @@ def test_the_child_does_not_load_the_parent(module: str) -> None:
 
 def test_the_package_loads_its_public_names_on_first_use() -> None:
     loaded = modules_after_import("runner")
-    assert "runner.flows" not in loaded
+    assert "runner._parent._runner" not in loaded
     assert "portlease" not in loaded
 
 
 PRELOAD_PROBE = """
 import json, os, sys, threading
-import runner.child
+import runner._child._login
 fds = sorted(os.listdir("/proc/self/fd"))
 before = set(sys.modules)
-preloaded = runner.child.preload()
+preloaded = runner._child._login.preload()
 print(json.dumps({
     "new": sorted(set(sys.modules) - before),
     "loaded": sorted(sys.modules),
@@ -82,11 +82,11 @@ def test_preload_loads_what_a_child_would_and_leaves_it_safe_to_fork() -> None:
 
 SUBSET_PROBE = """
 import json, sys
-from runner import sdk_subset
+from runner._child import _sdk_subset as sdk_subset
 first = sdk_subset.load_oauth_client()
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import OAuthToken
-import runner.child
+import runner._child._login
 print(json.dumps({
     "first": first,
     "again": sdk_subset.load_oauth_client(),

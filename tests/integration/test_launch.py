@@ -16,10 +16,11 @@ import psutil
 import pytest
 
 from portlease import Registry
-from runner import zygote_protocol as zp
-from runner.channel import Channel
-from runner.child_lifetime import start_child
-from runner.launch import (
+from runner._core import _zygote_protocol as zp
+from runner._core._messages import LoginFailed, StartLogin
+from runner._io._channel import Channel
+from runner._parent._child_lifetime import start_child
+from runner._parent._launch import (
     ChildProcess,
     Launcher,
     LauncherError,
@@ -27,7 +28,6 @@ from runner.launch import (
     open_launcher,
     open_lazy_launcher,
 )
-from runner.messages import LoginFailed, StartLogin
 
 pytestmark = pytest.mark.anyio
 

@@ -36,12 +36,12 @@ from pydantic import AnyHttpUrl, AnyUrl
 import runner
 from portlease import Registry
 from runner import ServerSpec, TokenStore, authorize_many
+from runner._child._sdk import http as httpx2  # httpx on mcp 1.x
+from runner._core._stored import StoredLogin
+from runner._hosts._provider import RunnerProvider
 from runner.errors import NeedsInteraction
-from runner.host_provider import RunnerProvider
 from runner.sandbox import Sandbox
-from runner.sdk import http as httpx2  # httpx on mcp 1.x
 from runner.store import TokenStoreError
-from runner.stored import StoredLogin
 
 pytestmark = pytest.mark.anyio
 
@@ -275,7 +275,7 @@ _WORKER = textwrap.dedent(
     from mcp.client.streamable_http import streamable_http_client
     import runner
     from runner import TokenStore
-    from runner.sdk import http as httpx2  # httpx on mcp 1.x
+    from runner._child._sdk import http as httpx2  # httpx on mcp 1.x
 
     store_dir, name, url, barrier = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
@@ -449,10 +449,10 @@ async def test_storage_needs_a_server_url_for_a_first_record(tmp_path: Path) -> 
 async def test_provider_is_the_public_function_even_after_its_module_loaded(
     tmp_path: Path,
 ) -> None:
-    import runner.host_provider
+    import runner._hosts._provider
 
     assert "provider" in runner.__all__
-    assert runner.provider is runner.host_provider.provider  # not shadowed by a submodule
+    assert runner.provider is runner._hosts._provider.provider  # not shadowed by a submodule
     auth = runner.provider({"srv": {"url": URL}}, store=TokenStore(tmp_path / "none"))
     assert isinstance(auth, RunnerProvider) and auth.spec == ServerSpec(name="srv", url=URL)
     assert not (tmp_path / "none").exists()  # nothing is read or written before a request
@@ -479,7 +479,7 @@ def test_status_and_the_provider_agree_on_every_login(
     client: bool,
     metadata: bool,
 ) -> None:
-    from runner.cli import _login_state
+    from runner._cli._main import _login_state
 
     tokens: dict[str, Any] = {"access_token": "at", "token_type": "Bearer"}
     if expires_in is not None:

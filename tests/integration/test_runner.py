@@ -31,11 +31,11 @@ async def _no_pastes() -> AsyncIterator[str]:
 
 
 def _zygotes() -> list[psutil.Process]:
-    """This process's zygotes (its direct children running ``runner.zygote``)."""
+    """This process's zygotes (its direct children running ``runner._child._zygote``)."""
     found = []
     for child in psutil.Process().children():
         try:
-            if "runner.zygote" in child.cmdline():
+            if "runner._child._zygote" in child.cmdline():
                 found.append(child)
         except psutil.Error:
             pass

@@ -29,6 +29,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
+from runner._child._sdk import SDK_CHECKS_ISS, CodeResult, MemoryStorage, code_result
+from runner._child._sdk import (
+    http as sdk_http,  # the SDK's own HTTP client: httpx2 on 2.x, httpx on 1.x
+)
 from runner.sandbox import (
     Behaviour,
     BrowserError,
@@ -40,8 +44,6 @@ from runner.sandbox import (
     list_tools_with_token,
     whoami_with_token,
 )
-from runner.sdk import SDK_CHECKS_ISS, CodeResult, MemoryStorage, code_result
-from runner.sdk import http as sdk_http  # the SDK's own HTTP client: httpx2 on 2.x, httpx on 1.x
 
 pytestmark = pytest.mark.anyio
 

@@ -28,9 +28,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl
 
+from runner._child._sdk import CodeResult, MemoryStorage, code_result
 from runner.sandbox import Behaviour, Sandbox, SandboxServer, TokenRejected, whoami_with_token
 from runner.sandbox.compat import http
-from runner.sdk import CodeResult, MemoryStorage, code_result
 
 pytestmark = pytest.mark.anyio
 

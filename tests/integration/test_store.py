@@ -17,11 +17,11 @@ import pytest
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
-from runner import store as store_module
-from runner import stored as stored_module
+from runner._core import _stored as stored_module
+from runner._core._stored import StoredLogin
+from runner._stores import _token_store as store_module
 from runner.errors import InvalidServerSpec
 from runner.store import TokenStore, TokenStoreError, TokenStoreWarning
-from runner.stored import StoredLogin
 
 
 def a_login(token: str = "tok") -> StoredLogin:

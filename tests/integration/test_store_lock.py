@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from runner._parent._offloop import holding
 from runner.errors import InvalidServerSpec
-from runner.offloop import holding
 from runner.store import LoginLockTimeout, TokenStore, TokenStoreError
 
 pytestmark = pytest.mark.anyio

@@ -143,7 +143,10 @@ def our_zygotes() -> list[psutil.Process]:
     found = []
     for child in psutil.Process().children():
         try:
-            if "runner.zygote" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+            if (
+                "runner._child._zygote" in child.cmdline()
+                and child.status() != psutil.STATUS_ZOMBIE
+            ):
                 found.append(child)
         except psutil.Error:
             continue

@@ -1,4 +1,4 @@
-"""runner.callback, runner.paste, runner.pages: judging redirects and pastes, reading pastes,
+"""runner._core._callback, _paste, _pages: judging redirects and pastes, reading pastes,
 rendering pages. Pure: no sockets."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from runner.callback import (
+from runner._core._callback import (
     Accepted,
     Denied,
     Expectation,
@@ -21,9 +21,9 @@ from runner.callback import (
     judge_paste,
     judge_request,
 )
-from runner.callback_query import MAX_QUERY_BYTES
-from runner.pages import RESPONSE_HEADERS, render_page, response_headers
-from runner.paste import PastedCallback, PasteProblem, parse_paste
+from runner._core._callback_query import MAX_QUERY_BYTES
+from runner._core._pages import RESPONSE_HEADERS, render_page, response_headers
+from runner._core._paste import PastedCallback, PasteProblem, parse_paste
 
 STATE = "s7aTe-0123456789abcdefXYZ_~."
 CODE = "c0de-SECRET-abc123"

@@ -1,4 +1,4 @@
-"""runner.challenge: reading a server's WWW-Authenticate challenge, and writing one back."""
+"""runner._core._challenge: reading a server's WWW-Authenticate challenge, and writing one back."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.challenge import MAX_HEADER_CHARS, Challenge, parse_challenge, union_scopes
+from runner._core._challenge import MAX_HEADER_CHARS, Challenge, parse_challenge, union_scopes
 
 PRM = "http://127.0.0.1:8123/.well-known/oauth-protected-resource/mcp"
 

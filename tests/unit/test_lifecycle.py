@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner import messages as m
-from runner.errors import AuthorizationDenied, FlowCrashed
-from runner.lifecycle import (
+from runner._core import _messages as m
+from runner._core._lifecycle import (
     ArmPastes,
     CloseListenerCopy,
     Defer,
@@ -22,7 +21,8 @@ from runner.lifecycle import (
     Succeed,
     next_state,
 )
-from runner.stored import STORE_VERSION
+from runner._core._stored import STORE_VERSION
+from runner.errors import AuthorizationDenied, FlowCrashed
 
 S = LoginState
 READY = m.ServerReady(port=1)

@@ -1,4 +1,4 @@
-"""runner.loopback: the one table of loopback host spellings. Pure: no sockets."""
+"""runner._core._loopback: the one table of loopback host spellings. Pure: no sockets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import urllib.parse
 
 import pytest
 
-from runner.loopback import (
+from runner._core._loopback import (
     DEFAULT_LOOPBACK_HOST,
     LOOPBACK_HOSTS,
     LOOPBACK_NETLOC_HOSTS,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from runner import messages as m
+from runner._core import _messages as m
 from runner.errors import (
     AuthorizationDenied,
     FlowCrashed,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from mcp.shared.auth import OAuthClientInformationFull
 
-from runner.port_policy import IfTaken, PortPlan, plan_port, registered_port
-from runner.spec import ServerSpec
+from runner._core._port_policy import IfTaken, PortPlan, plan_port, registered_port
+from runner._core._spec import ServerSpec
 
 
 def stored_with(*redirect_uris: str) -> OAuthClientInformationFull:

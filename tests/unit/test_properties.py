@@ -16,8 +16,8 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runner import messages as m
-from runner.callback import (
+from runner._core import _messages as m
+from runner._core._callback import (
     Accepted,
     Denied,
     Expectation,
@@ -25,12 +25,12 @@ from runner.callback import (
     judge_paste,
     judge_request,
 )
+from runner._core._pages import render_page, response_headers
+from runner._core._paste import PastedCallback, PasteProblem, parse_paste
+from runner._core._routing import Deliver, NoSuchLogin, PasteRouter, Unparseable
+from runner._core._spec import ServerSpec, check_server_name, parse_servers
+from runner._core._stored import InvalidLoginRecord, StoredLogin
 from runner.errors import InvalidServerSpec
-from runner.pages import render_page, response_headers
-from runner.paste import PastedCallback, PasteProblem, parse_paste
-from runner.routing import Deliver, NoSuchLogin, PasteRouter, Unparseable
-from runner.spec import ServerSpec, check_server_name, parse_servers
-from runner.stored import InvalidLoginRecord, StoredLogin
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

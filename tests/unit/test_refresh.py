@@ -1,4 +1,4 @@
-"""runner.refresh's pure part: the refresh request the SDK would send, reading the token
+"""runner._parent._refresher's pure part: the refresh request the SDK would send, reading the token
 endpoint's answer (property-tested), and when a refresh may be sent again."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runner.errors import OAuthProtocolError, RefreshFailed, RefreshRefused
-from runner.refresh import (
+from runner._core._stored import STORE_VERSION, StoredLogin
+from runner._parent._refresher import (
     RefreshRequest,
     refresh_request,
     refreshed_login,
     retry_delay,
 )
-from runner.stored import STORE_VERSION, StoredLogin
+from runner.errors import OAuthProtocolError, RefreshFailed, RefreshRefused
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NOW = 1_800_000_000.0

@@ -1,4 +1,4 @@
-"""runner.renewal: the one renewal policy, rule by rule."""
+"""runner._core._renewal: the one renewal policy, rule by rule."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.challenge import Challenge
-from runner.errors import NeedsInteraction, RefreshFailed
-from runner.renewal import (
+from runner._core._challenge import Challenge
+from runner._core._renewal import (
     GiveUp,
     LogIn,
     LoginState,
@@ -24,7 +23,8 @@ from runner.renewal import (
     effective_margin,
     login_state,
 )
-from runner.stored import STORE_VERSION, StoredLogin
+from runner._core._stored import STORE_VERSION, StoredLogin
+from runner.errors import NeedsInteraction, RefreshFailed
 
 NOW = 1_800_000_000.0
 URL = "http://127.0.0.1:8123/mcp"

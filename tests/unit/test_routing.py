@@ -1,4 +1,4 @@
-"""runner.routing: pasted callbacks routed to waiting logins by state. Pure: no I/O."""
+"""runner._core._routing: pasted callbacks routed to waiting logins by state. Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import urllib.parse
 
 import pytest
 
-from runner.callback import Accepted, Expectation, Rejected, judge_paste
-from runner.routing import Deliver, NoSuchLogin, PasteRouter, Unparseable
+from runner._core._callback import Accepted, Expectation, Rejected, judge_paste
+from runner._core._routing import Deliver, NoSuchLogin, PasteRouter, Unparseable
 
 STATES = {
     "linear": "st-linear-0123456789",

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from runner._core._spec import ServerSpec, parse_servers
 from runner.errors import InvalidServerSpec
-from runner.spec import ServerSpec, parse_servers
 
 
 def test_hermes_style_mapping() -> None:

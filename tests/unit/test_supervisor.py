@@ -1,7 +1,7 @@
 """The supervisor run whole with no child process, no registry file and no network.
 
 Like httpx's ``MockTransport``: an in-memory launcher starts a scripted fake child, a task
-that speaks ``runner.messages`` over the real socket pair and ``Channel`` the supervisor
+that speaks ``runner._core._messages`` over the real socket pair and ``Channel`` the supervisor
 creates; a fake registry hands out leases that record what is done to them. Every fake
 writes into one ``events`` list, so the order of what the supervisor does (hand over,
 close the listener copy, stop the child, wait for its exit, release) is asserted as such.
@@ -22,9 +22,15 @@ import pytest
 from mcp.shared.auth import OAuthMetadata
 
 from portlease import PortBusy
-from runner import messages as m
-from runner.challenge import Challenge
-from runner.channel import Channel
+from runner._core import _messages as m
+from runner._core._challenge import Challenge
+from runner._core._renewal import LoginRequest
+from runner._core._spec import FlowResult, ServerSpec
+from runner._core._stored import STORE_VERSION, StoredLogin
+from runner._io._channel import Channel
+from runner._parent._launch import ChildProcess, StartMethod
+from runner._parent._notices import Notices
+from runner._parent._supervisor import Discoverer, PortLease, Refresher, Supervisor
 from runner.errors import (
     AuthorizationDenied,
     CallbackPortBusy,
@@ -35,13 +41,7 @@ from runner.errors import (
     RefreshFailed,
     RefreshRefused,
 )
-from runner.launch import ChildProcess, StartMethod
-from runner.notices import Notices
-from runner.renewal import LoginRequest
-from runner.spec import FlowResult, ServerSpec
 from runner.store import TokenStoreError
-from runner.stored import STORE_VERSION, StoredLogin
-from runner.supervisor import Discoverer, PortLease, Refresher, Supervisor
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner import zygote_protocol as zp
+from runner._core import _zygote_protocol as zp
 
 EVERY_MESSAGE: list[zp.ZygoteMessage] = [
     zp.Fork(id=0),

@@ -1,0 +1,267 @@
+"""What to log in to (``ServerSpec``) and what came of it (``FlowResult``). Pure.
+
+``parse_servers`` accepts either a list of ``ServerSpec`` or a hermes-style mapping
+``{"name": {"url": ..., "oauth": {...}}}`` and validates everything before any login
+starts: an unknown key, a non-loopback redirect host, a bad port or a duplicate name
+is an ``InvalidServerSpec`` naming the entry and the key, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from mcp.shared.auth import OAuthToken
+
+from runner._core._identity import AUTH_METHODS, document_url_problem
+from runner._core._loopback import DEFAULT_LOOPBACK_HOST, LOOPBACK_HOSTS
+from runner.errors import FlowError, InvalidServerSpec
+
+__all__ = ["FlowResult", "ServerSpec", "check_server_name", "parse_servers"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# Keys a hermes server entry may carry that belong to the host, not to the login.
+_HERMES_HOST_KEYS: Final = frozenset(
+    {"url", "oauth", "auth", "headers", "timeout", "connect_timeout", "enabled", "tools"}
+)
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One MCP server to log in to.
+
+    Attributes:
+        name: A short identifier (letters, digits, ``.``, ``_``, ``-``); it names the
+            token file and the lease owner.
+        url: The MCP server's URL (http or https).
+        scope: Scopes to ask for, always as configured (never replaced by the SDK's choice);
+            None asks for what the server's challenge names, else what it advertises.
+        client_id: A pre-registered client; None identifies by ``client_metadata_url`` or
+            registers dynamically.
+        client_secret: The pre-registered client's secret, if it has one.
+        client_name: The name shown on the consent screen.
+        redirect_port: 0 for any free port, else exactly this one (a pre-registered
+            redirect URI pins its port).
+        redirect_host: ``127.0.0.1`` (default), ``::1`` or ``localhost``.
+        callback_path: The redirect URI's path.
+        timeout: Seconds this login may take; None uses ``authorize_many``'s timeout.
+        token_endpoint_auth_method: How the client authenticates at the token endpoint:
+            ``none``, ``client_secret_basic`` or ``client_secret_post``; None chooses
+            (``none`` without a secret, else what the server supports: ``runner._core._identity``).
+        client_metadata_url: A Client ID Metadata Document (an https URL whose document
+            declares this client's redirect URIs), presented as the client id when the
+            server supports it; else the client registers dynamically.
+        client_metadata_ports: The loopback ports the document's redirect URIs name; a
+            login leases the first free one (required with ``client_metadata_url``).
+    """
+
+    name: str
+    url: str
+    scope: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    client_name: str = "MCP client"
+    redirect_port: int = 0
+    redirect_host: str = DEFAULT_LOOPBACK_HOST
+    callback_path: str = "/callback"
+    timeout: float | None = None
+    token_endpoint_auth_method: str | None = None
+    client_metadata_url: str | None = None
+    client_metadata_ports: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.client_metadata_ports, list | tuple | set):
+            ports = self.client_metadata_ports
+            with contextlib.suppress(TypeError):  # an unhashable item: said by _check_spec
+                object.__setattr__(self, "client_metadata_ports", frozenset(ports))
+        _check_spec(self)
+
+    @classmethod
+    def from_mapping(cls, name: str, entry: Mapping[str, Any]) -> ServerSpec:
+        """Build a spec from a hermes-style entry ``{"url": ..., "oauth": {...}}``."""
+        if not isinstance(entry, Mapping):
+            raise InvalidServerSpec(f"server {name!r}: expected a mapping with a 'url'")
+        unknown = sorted(set(entry) - _HERMES_HOST_KEYS)
+        if unknown:
+            raise InvalidServerSpec(
+                f"server {name!r}: unknown key {unknown[0]!r}; an OAuth login needs 'url' "
+                "and takes its options under 'oauth'"
+            )
+        if "url" not in entry:
+            raise InvalidServerSpec(f"server {name!r}: no 'url' (only HTTP servers log in)")
+        oauth = entry.get("oauth") or {}
+        if not isinstance(oauth, Mapping):
+            raise InvalidServerSpec(f"server {name!r}: 'oauth' must be a mapping")
+        allowed = {f.name for f in dataclasses.fields(cls)} - {"name", "url"}
+        unknown = sorted(set(oauth) - allowed)
+        if unknown:
+            raise InvalidServerSpec(
+                f"server {name!r}: unknown oauth key {unknown[0]!r}; "
+                f"known keys: {', '.join(sorted(allowed))}"
+            )
+        try:
+            return cls(name=name, url=entry["url"], **oauth)
+        except TypeError as exc:
+            raise InvalidServerSpec(f"server {name!r}: {exc}") from None
+
+
+def check_server_name(name: object) -> str:
+    """``name`` if it is a valid server name, else ``InvalidServerSpec``.
+
+    A name is 1-64 ASCII letters, digits, ``.``, ``_`` or ``-``, starting with a letter or a
+    digit. It names the server's token file (``<name>.json``) and its lease owner, so the rule
+    is also what keeps a name inside the token store's directory: no ``/``, no NUL, no ``.``
+    or ``..``, nothing a filesystem could read as a path.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidServerSpec(
+            f"server {_shown(name)}: a name is 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut short: a message is one readable line, whatever it quotes."""
+    text = repr(value) if isinstance(value, str) else f"of type {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_spec(spec: ServerSpec) -> None:
+    check_server_name(spec.name)
+    where = f"server {spec.name!r}"
+    _expect_type(where, "url", spec.url, str)
+    try:
+        parts = urlsplit(spec.url)
+        hostname = parts.hostname
+    except ValueError:  # e.g. an unclosed "[" in the host
+        raise InvalidServerSpec(f"{where}: url {_shown(spec.url)} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise InvalidServerSpec(f"{where}: url {spec.url!r} is not an http(s) URL")
+    for key in ("scope", "client_id", "client_secret"):
+        _expect_type(where, key, getattr(spec, key), (str, type(None)))
+    _expect_type(where, "client_name", spec.client_name, str)
+    method = spec.token_endpoint_auth_method
+    _expect_type(where, "token_endpoint_auth_method", method, (str, type(None)))
+    if spec.client_secret is not None and spec.client_id is None:
+        raise InvalidServerSpec(f"{where}: client_secret is set but client_id is not")
+    if (
+        not isinstance(spec.redirect_port, int)
+        or isinstance(spec.redirect_port, bool)
+        or not 0 <= spec.redirect_port <= 65535
+    ):
+        raise InvalidServerSpec(f"{where}: redirect_port must be 0 (any) or a port number")
+    # The canonical spelling only (no "[::1]", no "LOCALHOST"): runner._core._port_policy
+    # compares it with stored redirect URIs and hands it to portlease as written.
+    if spec.redirect_host not in LOOPBACK_HOSTS:
+        raise InvalidServerSpec(
+            f"{where}: redirect_host {spec.redirect_host!r} is not loopback; "
+            f"use one of {', '.join(LOOPBACK_HOSTS)} (RFC 8252 §7.3)"
+        )
+    _expect_type(where, "callback_path", spec.callback_path, str)
+    if not spec.callback_path.startswith("/") or any(c in spec.callback_path for c in "?#% "):
+        raise InvalidServerSpec(f"{where}: callback_path must be a plain path such as /callback")
+    if method is not None and method not in AUTH_METHODS:
+        raise InvalidServerSpec(
+            f"{where}: token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}"
+        )
+    secret_method = method in ("client_secret_basic", "client_secret_post")
+    if secret_method and spec.client_id is not None and spec.client_secret is None:
+        raise InvalidServerSpec(
+            f"{where}: token_endpoint_auth_method {method} needs a client_secret"
+        )
+    _check_client_metadata(spec, where)
+    if spec.timeout is not None and (
+        not isinstance(spec.timeout, int | float)
+        or isinstance(spec.timeout, bool)
+        or not 0 < spec.timeout < math.inf  # inf cannot cross the pipe (JSON has no inf)
+    ):
+        raise InvalidServerSpec(f"{where}: timeout must be a positive, finite number of seconds")
+
+
+def _check_client_metadata(spec: ServerSpec, where: str) -> None:
+    url = spec.client_metadata_url
+    ports = spec.client_metadata_ports
+    _expect_type(where, "client_metadata_url", url, (str, type(None)))
+    if not isinstance(ports, frozenset) or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 0 < p <= 65535 for p in ports
+    ):
+        raise InvalidServerSpec(f"{where}: client_metadata_ports must be a set of port numbers")
+    if url is None:
+        if ports:
+            raise InvalidServerSpec(f"{where}: client_metadata_ports needs a client_metadata_url")
+        return
+    problem = document_url_problem(url)
+    if problem is not None:
+        raise InvalidServerSpec(f"{where}: client_metadata_url {_shown(url)}: {problem}")
+    if not ports or len(ports) > 64:
+        raise InvalidServerSpec(
+            f"{where}: client_metadata_url needs client_metadata_ports, the 1-64 loopback "
+            "ports its document's redirect URIs name"
+        )
+
+
+def _expect_type(where: str, key: str, value: object, kind: type | tuple[type, ...]) -> None:
+    if not isinstance(value, kind):
+        raise InvalidServerSpec(f"{where}: {key} has the wrong type ({type(value).__name__})")
+
+
+def parse_servers(
+    servers: Iterable[ServerSpec] | Mapping[str, Mapping[str, Any]],
+) -> list[ServerSpec]:
+    """Validate the servers argument of ``authorize_many``; raises ``InvalidServerSpec``."""
+    if isinstance(servers, Mapping):
+        specs = [ServerSpec.from_mapping(str(name), entry) for name, entry in servers.items()]
+    else:
+        try:
+            specs = list(servers)
+        except TypeError:
+            raise InvalidServerSpec(
+                f"servers must be a mapping or a list of ServerSpec, not {type(servers).__name__}"
+            ) from None
+        for spec in specs:
+            if not isinstance(spec, ServerSpec):
+                raise InvalidServerSpec(
+                    f"expected ServerSpec items or a mapping of servers, got {type(spec).__name__}"
+                )
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise InvalidServerSpec(f"server {spec.name!r} is listed twice")
+        seen.add(spec.name)
+    return specs
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    """The outcome of one login; ``authorize_many`` returns one per server, always.
+
+    Attributes:
+        name: The server's name.
+        ok: True when the server can be used now: ``tokens`` holds fresh tokens, or the
+            server did not ask for a login (``deferred``).
+        tokens: The SDK's ``OAuthToken`` (never shown in ``repr``); None when deferred.
+        error: The ``FlowError`` that ended the login, when ``ok`` is False.
+        port: The loopback port the login listened on, if it got that far.
+        interactive: Whether a person had to act in a browser.
+        elapsed: Seconds from start to outcome.
+        deferred: The server answered ``initialize`` without asking for a login: no login is
+            needed yet (``ok`` and no ``tokens``). ``runner.provider`` logs in when the
+            server first challenges a request.
+    """
+
+    name: str
+    ok: bool
+    tokens: OAuthToken | None = field(default=None, repr=False)
+    error: FlowError | None = None
+    port: int | None = None
+    interactive: bool = False
+    elapsed: float = 0.0
+    deferred: bool = False
