@@ -20,10 +20,21 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from portlease.records import LeaseRecord
+
+class HolderRecord(Protocol):
+    """What an error says of the lease record holding a port (``LeaseRecord`` is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def server_pid(self) -> int | None: ...
+
 
 __all__ = [
     "InvalidHost",
@@ -113,7 +124,7 @@ class LeaseTimeout(PortleaseError, TimeoutError):
         waited: seconds spent waiting.
     """
 
-    def __init__(self, port: int, holder: LeaseRecord | None = None, waited: float = 0.0) -> None:
+    def __init__(self, port: int, holder: HolderRecord | None = None, waited: float = 0.0) -> None:
         self.port = port
         self.holder = holder
         self.waited = waited

@@ -30,7 +30,7 @@ import threading
 import warnings
 from contextlib import suppress
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from portlease.errors import LeaseClosed
 from portlease.records import LeaseRecord, lease_url
@@ -38,7 +38,13 @@ from portlease.records import LeaseRecord, lease_url
 if TYPE_CHECKING:
     import socket
 
-    from portlease.registry import Registry
+
+class LeaseBook(Protocol):
+    """Where a lease's record is kept and changed: its ``Registry`` (which is one)."""
+
+    def _hand_over(self, lease_id: str, pid: int) -> LeaseRecord: ...
+    def _remove(self, lease_id: str) -> None: ...
+
 
 __all__ = ["Lease"]
 
@@ -53,7 +59,7 @@ class Lease:
     ``ResourceWarning`` (only in the process that acquired it, never in a forked child).
     """
 
-    def __init__(self, registry: Registry, record: LeaseRecord, sock: socket.socket) -> None:
+    def __init__(self, registry: LeaseBook, record: LeaseRecord, sock: socket.socket) -> None:
         self._creator = os.getpid()
         self._registry = registry
         self._record = record
@@ -84,8 +90,8 @@ class Lease:
         return self._record
 
     @property
-    def registry(self) -> Registry:
-        """The registry this lease is recorded in."""
+    def registry(self) -> LeaseBook:
+        """The registry this lease is recorded in (the ``Registry`` that acquired it)."""
         return self._registry
 
     @property

@@ -46,7 +46,6 @@ from typing import Final
 import filelock
 
 from portlease.errors import PortleaseWarning, RegistryError
-from portlease.lockfile import lock_file, unlock_file
 from portlease.records import (
     EncodedRecords,
     LeaseRecord,
@@ -56,7 +55,7 @@ from portlease.records import (
     encode_table,
     pruned,
 )
-from portlease.statefile import UnreadableStateFile, keep_aside, read_state_file
+from statefiles import UnreadableStateFile, keep_aside, lock_file, read_state_file, unlock_file
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",

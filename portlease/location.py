@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from portlease.errors import RegistryError
-from portlease.statefile import UnsafeDirectory, check_private_directory
+from statefiles import UnsafeDirectory, check_private_directory
 
 __all__ = ["default_directory", "registry_directory"]
 

@@ -11,6 +11,7 @@ over one server's file. Each class's docstring says what it guarantees.
 from __future__ import annotations
 
 from runner._core._stored import STORE_VERSION, InvalidLoginRecord, StoredLogin
+from runner._stores._sdk_storage import StoreTokenStorage
 from runner._stores._token_store import MAX_TOKEN_FILE_BYTES, TokenStore, default_store_dir
 from runner.errors import LoginLockTimeout, TokenStoreError, TokenStoreWarning
 
@@ -19,6 +20,7 @@ __all__ = [
     "STORE_VERSION",
     "InvalidLoginRecord",
     "LoginLockTimeout",
+    "StoreTokenStorage",
     "StoredLogin",
     "TokenStore",
     "TokenStoreError",

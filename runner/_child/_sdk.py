@@ -14,11 +14,10 @@ and does not do"):
   refresh unless the expiry and server metadata are put back (``restore``);
 - a stored registration pins its redirect URI; one that does not name this login's
   redirect URI is dropped so that the flow registers again;
-- the SDK's two majors differ in three ways, handled here and nowhere else (measured on
-  mcp 1.26.0, 2.0.0 with httpx2 2.7.0, and 2.3.0): 2.x speaks ``httpx2`` and its
-  ``callback_handler`` returns ``AuthorizationCodeResult`` (code, state, ``iss``), whose
-  ``iss`` it checks itself (RFC 9207); 1.x speaks ``httpx``, wants a ``(code, state)`` tuple
-  and knows nothing of ``iss``: its ``OAuthMetadata`` drops
+- the SDK's two majors differ in three ways (measured on mcp 1.26.0, 2.0.0 with httpx2
+  2.7.0, and 2.3.0), handled in ``runner._io._http`` (the HTTP client and what
+  ``callback_handler`` returns) and here: 2.x checks a callback's RFC 9207 ``iss`` itself;
+  1.x knows nothing of ``iss``: its ``OAuthMetadata`` drops
   ``authorization_response_iss_parameter_supported`` and appends ``/`` to a path-less
   issuer, so on 1.x the listener checks an ``iss`` that comes but cannot require one, and
   cannot check it at all for a path-less issuer (``issuer_expectation``).
@@ -27,12 +26,10 @@ and does not do"):
 from __future__ import annotations
 
 import ssl
-import types
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final
 from urllib.parse import urlsplit
 
-import mcp.shared.auth
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.auth.exceptions import OAuthFlowError, OAuthRegistrationError, OAuthTokenError
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
@@ -42,6 +39,15 @@ from runner._core._challenge import Challenge, parse_challenge
 from runner._core._identity import auth_method
 from runner._core._messages import StartLogin
 from runner._core._stored import StoredLogin
+from runner._io._http import (
+    MCP_V2,
+    SDK_CHECKS_ISS,
+    CodeResult,
+    code_result,
+    http,
+    http_client_module,
+    tls_context,
+)
 from runner.errors import (
     ClientMetadataRefused,
     FlowCrashed,
@@ -49,22 +55,6 @@ from runner.errors import (
     FlowTimeout,
     OAuthProtocolError,
 )
-
-#: The one switch between the SDK's majors, by feature rather than by version number:
-#: ``AuthorizationCodeResult`` came with 2.0 (and with it ``httpx2`` and the SDK's own RFC 9207
-#: ``iss`` check). True on mcp 2.x, False on 1.x.
-MCP_V2: Final[bool] = hasattr(mcp.shared.auth, "AuthorizationCodeResult")
-
-if TYPE_CHECKING or MCP_V2:  # mypy runs on the newest SDK only: it sees the 2.x names
-    import httpx2 as http
-    from mcp.shared.auth import AuthorizationCodeResult as CodeResult
-else:  # mcp 1.x
-    import httpx as http
-
-    CodeResult = tuple[str, str | None]  # (code, state): what 1.x's callback_handler returns
-
-#: Whether the SDK itself refuses a callback whose ``iss`` is wrong or missing (RFC 9207).
-SDK_CHECKS_ISS: Final[bool] = MCP_V2
 
 __all__ = [
     "MCP_V2",
@@ -97,13 +87,6 @@ _INITIALIZE: Final = {
         "clientInfo": {"name": "mcp-oauth-flows", "version": "0.1"},
     },
 }
-
-
-def http_client_module() -> types.ModuleType:
-    """The HTTP client module the installed SDK is built on (``httpx2`` on mcp 2.x; mcp
-    1.x uses ``httpx``): the one place that says which, for requests the runner makes
-    itself (``runner._parent._refresher``)."""
-    return http
 
 
 class MemoryStorage:
@@ -231,26 +214,6 @@ def issuer_expectation(provider: OAuthClientProvider) -> tuple[str | None, bool]
     if urlsplit(issuer).path == "/":
         return None, False
     return issuer, False
-
-
-def code_result(code: str, state: str, iss: str | None) -> CodeResult:
-    """What this SDK's ``callback_handler`` returns (on 1.x without ``iss``, which the
-    listener has already checked)."""
-    if not MCP_V2:
-        return cast("CodeResult", (code, state))
-    return CodeResult(code=code, state=state, iss=iss)
-
-
-def tls_context() -> ssl.SSLContext:
-    """The HTTP client's default TLS context (what ``verify=True`` builds: verification on,
-    its trust store, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` from the environment).
-
-    Building it also loads the client's transport (``httpcore``), which some versions
-    import only when a first client is made: a throwaway transport is made here for that,
-    without any I/O."""
-    context = http.create_ssl_context()
-    http.AsyncHTTPTransport(verify=context)  # never opened, so nothing to close
-    return context
 
 
 class _Replay(http.AsyncBaseTransport):

@@ -186,8 +186,8 @@ class StoredLogin:
         Raises:
             InvalidLoginRecord: the bytes are not UTF-8 JSON, or not a valid record.
         """
-        # Decoded here, not with portlease.statefile.decode_json: login children import
-        # this module, and they must not load portlease (docs/architecture.md).
+        # Decoded here, not with statefiles.decode_json: the pure core imports no I/O
+        # library (the import contracts in .importlinter).
         try:
             decoded = json.loads(data.decode("utf-8"))
         except UnicodeDecodeError:

@@ -1,7 +1,7 @@
 """hermes-agent's ``config.yaml``: which ``mcp_servers`` log in with OAuth, as ``ServerSpec``.
 
 Pure, apart from ``read_hermes_config`` reading the file (bounded and non-blocking, like any
-state file: ``portlease.statefile.read_state_file``). The rules follow hermes-agent's own reading
+state file: ``statefiles.read_state_file``). The rules follow hermes-agent's own reading
 of its configuration (``tools/mcp_tool*.py``, ``tools/mcp_oauth.py``):
 
 - an entry logs in with OAuth when it has a ``url`` and ``auth: oauth`` (compared stripped and
@@ -204,7 +204,7 @@ def read_hermes_config(path: str | os.PathLike[str]) -> HermesConfig:
         HermesConfigError: the file is missing or unreadable, not YAML/JSON, or holds an
             invalid value; the message is one line naming the file.
     """
-    from portlease.statefile import UnreadableStateFile, read_state_file
+    from statefiles import UnreadableStateFile, read_state_file
 
     where = os.fspath(path)
     try:

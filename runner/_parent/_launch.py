@@ -224,11 +224,13 @@ async def open_lazy_launcher(method: StartMethod | None = None) -> AsyncIterator
             lazy.close()
 
 
+#: The directory that holds the ``runner`` package (this file is runner/_parent/_launch.py).
+_SOURCE_ROOT: Final = Path(__file__).resolve().parents[2]
+
+
 def _child_env() -> dict[str, str]:
     """The environment, with this package importable even from a source checkout."""
-    import runner
-
-    root = str(Path(runner.__file__).resolve().parent.parent)
+    root = str(_SOURCE_ROOT)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env

@@ -36,6 +36,7 @@ import anyio.lowlevel
 
 from runner._core._spec import ServerSpec
 from runner._core._stored import StoredLogin
+from runner._io._threads import in_daemon_thread
 from runner._parent._notices import Notices
 from runner.errors import HostCallbackWarning, TokenStoreWarning
 
@@ -45,7 +46,6 @@ __all__ = [
     "LoginStore",
     "cimd_refused",
     "holding",
-    "in_daemon_thread",
     "load_login",
     "mark_cimd_refused",
     "open_browser",
@@ -76,47 +76,6 @@ class LoginStore(LoginLock, Protocol):
     def save(self, name: str, login: StoredLogin) -> object: ...
     def cimd_refused(self, name: str) -> bool: ...
     def mark_cimd_refused(self, name: str) -> None: ...
-
-
-async def in_daemon_thread(name: str, call: Callable[[], _T]) -> _T:
-    """Run ``call()`` in a daemon thread and wait for it, cancellably.
-
-    Not ``anyio.to_thread``: a browser call may block for as long as a console browser
-    stays open (``webbrowser`` waits for it), and opening a FIFO blocks until a writer
-    comes; anyio's worker threads are not daemon threads (an abandoned one would keep
-    the host from exiting after Ctrl-C) and share one capacity limiter (stuck ones
-    would starve the registry's). Here a cancelled call is abandoned: the thread
-    touches nothing of ours when it returns, and whatever it raises is kept in it.
-    """
-    done = anyio.Event()
-    abandoned = threading.Event()
-    outcome: list[_T] = []
-    failure: list[Exception] = []
-    token = anyio.lowlevel.current_token()
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except Exception as exc:
-            failure.append(exc)
-        finally:
-            # An abandoned call tells nobody: reaching the loop would block this thread
-            # on whatever the loop's thread does by then.
-            if not abandoned.is_set():
-                with contextlib.suppress(RuntimeError):  # the event loop is already gone
-                    anyio.from_thread.run_sync(done.set, token=token)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    try:
-        await done.wait()
-    except BaseException:
-        abandoned.set()
-        raise
-    if failure:
-        raise failure[0]
-    if not outcome:  # it raised a BaseException (SystemExit) that ended the thread
-        raise RuntimeError(f"{name}: the call ended without a result")
-    return outcome[0]
 
 
 @contextlib.asynccontextmanager

@@ -40,7 +40,7 @@ from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
 from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
 from pydantic import ValidationError
 
-from runner._child import _sdk as sdk
+from runner._io import _http as sdk
 from runner.errors import RefreshFailed
 
 __all__ = [

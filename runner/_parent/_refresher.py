@@ -51,9 +51,9 @@ import anyio
 from mcp.shared.auth import OAuthToken
 from mcp.shared.auth_utils import resource_url_from_server_url
 
-from runner._child import _sdk as sdk
 from runner._core._stored import InvalidLoginRecord, StoredLogin
-from runner._parent._offloop import in_daemon_thread
+from runner._io import _http as sdk
+from runner._io._threads import in_daemon_thread
 from runner.errors import OAuthProtocolError, RefreshFailed, RefreshRefused
 
 __all__ = [

@@ -39,14 +39,10 @@ import anyio
 from portlease import Registry
 from runner._core._renewal import LoginRequest
 from runner._core._spec import FlowResult, ServerSpec, parse_servers
+from runner._io._threads import in_daemon_thread
 from runner._parent._launch import LazyLauncher, StartMethod, check_start_method, open_lazy_launcher
 from runner._parent._notices import Notices
-from runner._parent._offloop import (
-    Browser,
-    in_daemon_thread,
-    register_system_browsers,
-    system_browser,
-)
+from runner._parent._offloop import Browser, register_system_browsers, system_browser
 from runner._parent._progress import Progress, ProgressPump, log_progress
 from runner._parent._refresher import SharedTlsContext
 from runner._parent._supervisor import CALLBACK_GRACE, Supervisor

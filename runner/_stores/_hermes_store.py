@@ -26,7 +26,7 @@ Guarantees:
   0700 and must be this user's and writable by nobody else (else ``TokenStoreError``);
   ``save`` writes the registration and the metadata before the tokens, so whoever sees the
   new tokens also sees the client they belong to;
-- every file is read without blocking and with a bound (``portlease.statefile``,
+- every file is read without blocking and with a bound (``statefiles``,
   ``MAX_TOKEN_FILE_BYTES``): a FIFO, a symlink, a directory, an oversized file or one that
   does not decode is reported with a ``TokenStoreWarning`` and LEFT IN PLACE (it is hermes's
   file); ``load`` then returns None (unreadable tokens) or the login without the unreadable
@@ -64,11 +64,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
-from portlease.statefile import (
-    UnreadableStateFile,
-    decode_json,
-    read_state_file,
-)
 from runner._core._spec import check_server_name
 from runner._core._stored import STORE_VERSION, InvalidLoginRecord, StoredLogin
 from runner._hosts._hermes_config import default_hermes_home, hermes_safe_name
@@ -77,6 +72,11 @@ from runner._stores._token_store import (
     TokenStore,
     TokenStoreError,
     TokenStoreWarning,
+)
+from statefiles import (
+    UnreadableStateFile,
+    decode_json,
+    read_state_file,
 )
 
 __all__ = ["TOKEN_DIR_NAME", "HermesTokenStore", "registered_port"]

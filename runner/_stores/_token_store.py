@@ -16,7 +16,7 @@ Guarantees:
   directory, or another user's, would let someone swap token files): it is checked when the
   store is built (if it exists) and before every load, save and delete; one that is not is
   a ``TokenStoreError`` saying what to do. ``save`` creates a missing one with mode 0700;
-- a token file is read without blocking and with a bound (``portlease.statefile``): a FIFO,
+- a token file is read without blocking and with a bound (``statefiles``): a FIFO,
   a directory, a symlink, a device, a file over ``MAX_TOKEN_FILE_BYTES`` or one that does not
   decode as a login record is refused without being read (or after at most
   ``MAX_TOKEN_FILE_BYTES + 1`` bytes), moved aside to ``<name>.json.corrupt-<time>-<random>``
@@ -29,7 +29,7 @@ Guarantees:
   target is left alone;
 - only the parent process writes here (children report over their pipe);
 - ``hold(name, timeout)`` is one server's login lock across processes: an exclusive
-  ``flock`` on ``<dir>/<name>.lock`` (``portlease.lockfile``), created 0600 and never
+  ``flock`` on ``<dir>/<name>.lock`` (``statefiles``), created 0600 and never
   deleted or moved (waiters share its inode), never followed if a symlink stands there.
   It waits at most ``timeout`` seconds, then ``TokenStoreError`` naming the file. The
   kernel drops it when its holder dies, so a waiter takes over from a dead leader. It
@@ -54,24 +54,23 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import ClassVar, Final
 
 import filelock
 
-from portlease.lockfile import lock_file, unlock_file
-from portlease.statefile import (
+from runner._core._spec import check_server_name
+from runner._core._stored import STORE_VERSION, InvalidLoginRecord, StoredLogin
+from runner._stores._sdk_storage import StoreTokenStorage
+from runner.errors import LoginLockTimeout, TokenStoreError, TokenStoreWarning
+from statefiles import (
     UnreadableStateFile,
     UnsafeDirectory,
     check_private_directory,
     keep_aside,
+    lock_file,
     read_state_file,
+    unlock_file,
 )
-from runner._core._spec import check_server_name
-from runner._core._stored import STORE_VERSION, InvalidLoginRecord, StoredLogin
-from runner.errors import LoginLockTimeout, TokenStoreError, TokenStoreWarning
-
-if TYPE_CHECKING:
-    from runner._hosts._provider import StoreTokenStorage
 
 __all__ = [
     "MAX_TOKEN_FILE_BYTES",
@@ -163,7 +162,7 @@ class TokenStore:
         threads and ``TokenStore`` objects of one process), released at the block's end or
         by the kernel when this process dies.
 
-        Blocks up to ``timeout`` seconds (a waiting helper thread, ``portlease.lockfile``);
+        Blocks up to ``timeout`` seconds (a waiting helper thread, ``statefiles``);
         on an event loop use ``runner._parent._offloop.holding``. Not reentrant: holding it twice in
         one process waits for oneself.
 
@@ -381,11 +380,9 @@ class TokenStore:
         Reads and writes run off the event loop; every write is a whole record through
         ``save`` (atomic, 0600), keeping the stored registration and server metadata.
         ``server_url`` is needed only to write the first record of a server with none yet.
-        It does not take ``hold``. See ``runner._hosts._provider.StoreTokenStorage``.
+        It does not take ``hold``. See ``runner._stores._sdk_storage.StoreTokenStorage``.
 
         Raises:
             InvalidServerSpec: ``name`` is not a valid server name.
         """
-        from runner._hosts._provider import StoreTokenStorage  # that module imports this one
-
         return StoreTokenStorage(self, name, server_url=server_url)

@@ -20,11 +20,11 @@ import psutil
 import pytest
 from flow_helpers import ParentProcess, kill_all, wait_processes_gone, wait_until
 
-import runner._child._sdk
+import runner._io._http
 from portlease import Registry
 from portlease.registry import Registry as RegistryClass
 from runner import FlowResult, ServerSpec, TokenStore, authorize_many
-from runner._child._sdk import tls_context
+from runner._io._http import tls_context
 from runner.errors import NeedsInteraction
 from runner.sandbox import Sandbox, list_tools_with_token
 
@@ -442,7 +442,7 @@ async def test_a_call_builds_one_tls_context_for_all_its_refreshes(
             built.append(tls_context())
             return built[-1]
 
-        monkeypatch.setattr(runner._child._sdk, "tls_context", counting_tls_context)
+        monkeypatch.setattr(runner._io._http, "tls_context", counting_tls_context)
         again = await login(sandbox, tmp_path)
         assert all(r.ok and not r.interactive for r in again.values()), again
         for server in sandbox.servers:

@@ -1,4 +1,4 @@
-"""portlease.statefile against real files in ``tmp_path``: what stands where a state file should.
+"""statefiles against real files in ``tmp_path``: what stands where a state file should.
 
 Each case that could block (a FIFO) runs in a worker thread joined with a bound, so a
 regression fails the test instead of hanging the suite.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from bounded_calls import bounded
 
-from portlease.statefile import (
+from statefiles import (
     UnreadableStateFile,
     UnsafeDirectory,
     check_private_directory,
@@ -238,7 +238,7 @@ def test_keep_aside_when_the_name_is_taken_tries_another(tmp_path: Path, kind: s
     names = iter([taken, tmp_path / "free"])
     with pytest.MonkeyPatch.context() as patch:
         # The random name collides once: the second name must be used, the first kept intact.
-        patch.setattr("portlease.statefile._aside_name", lambda _path, _now: next(names))
+        patch.setattr("statefiles._reading._aside_name", lambda _path, _now: next(names))
         assert keep_aside(path) == tmp_path / "free"
     assert os.path.lexists(tmp_path / "free")
     assert not os.path.lexists(path)

@@ -111,7 +111,7 @@ async def test_holding_excludes_and_releases(tmp_path: Path) -> None:
             async with holding(TokenStore(store.directory), "srv", 0.2):
                 pass
     # Released at the block's end. Not with timeout 0: the timed-out wait above left its
-    # helper thread in flock() (portlease.lockfile), and it may take the lock for an instant
+    # helper thread in flock() (statefiles), and it may take the lock for an instant
     # after the release before letting it go; a leaked lock would fail this wait too.
     async with holding(store, "srv", 5):
         pass

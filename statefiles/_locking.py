@@ -1,4 +1,5 @@
-"""The registry's inter-process lock on ``leases.json.lock``. I/O leaf.
+"""An exclusive lock across processes on a separate lock file (``leases.json.lock``, a token
+store's ``<name>.lock``).
 
 Uses filelock's public ``lock_descriptor`` / ``unlock_descriptor``: the same native primitive as
 ``filelock.FileLock`` (``flock`` on Unix, ``LockFileEx`` on Windows), so it excludes any

@@ -1,4 +1,4 @@
-"""Small private state files that another process or a person may have written. I/O leaf.
+"""Reading small private state files that another process or a person may have written.
 
 A lease file or a token file is a few kilobytes of JSON in a directory of one user. Anything
 may stand in its place: a FIFO (an ``open`` that never returns), a directory, a symlink, a
