@@ -38,7 +38,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 import runner
-from runner import ServerSpec, TokenStore, authorize_many
+from runner import TokenStore, authorize_many
 from runner._child._sdk import http as sdk_http  # httpx2 on mcp 2.x, httpx on 1.x
 
 #: The longest the demo waits for a token to expire, whatever --ttl says.
@@ -145,12 +145,11 @@ async def config_hosts(config: Path, store_dir: Path | None, timeout: float) -> 
             say(f"{name}: login FAILED: {results[name].error}")
             failed += 1
             continue
-        spec = ServerSpec.from_mapping(name, entry)
-        auth = runner.provider(spec, store=store, timeout=timeout)
+        auth = runner.provider((name, entry), store=store, timeout=timeout)
         try:
             async with (
                 sdk_http.AsyncClient(auth=auth, timeout=timeout) as http,
-                streamable_http_client(spec.url, http_client=http) as (read, write, *_),
+                streamable_http_client(auth.spec.url, http_client=http) as (read, write, *_),
                 ClientSession(read, write) as session,
             ):
                 await session.initialize()

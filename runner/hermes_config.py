@@ -2,24 +2,25 @@
 
 Public: ``read_hermes_config`` (the file, read bounded) and ``parse_hermes_config`` (its
 decoded content) give a ``HermesConfig``: the OAuth servers, the entries skipped and why, and
-what of each entry is not used. Each function's docstring says how it reads an entry.
+what of each entry is not used. An entry is read as ``authorize_many`` reads a hermes-style
+mapping, with hermes's own rules where a config differs (``runner._core._entries`` says
+which).
 """
 
 from __future__ import annotations
 
-from runner._hosts._hermes_config import (
+from runner._core._entries import (
     HERMES_CIMD_PORTS,
     HERMES_CIMD_URL,
     HOST_KEYS,
-    MAX_CONFIG_BYTES,
     OAUTH_KEYS,
     HermesConfig,
-    default_hermes_home,
     hermes_safe_name,
     parse_boolish,
     parse_hermes_config,
-    read_hermes_config,
 )
+from runner._hosts._hermes_config import MAX_CONFIG_BYTES, read_hermes_config
+from runner._stores._hermes_store import default_hermes_home
 from runner.errors import HermesConfigError
 
 __all__ = [

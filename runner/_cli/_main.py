@@ -37,13 +37,14 @@ from typing import IO, Any
 
 import anyio
 
+from runner._core._entries import HermesConfig
 from runner._core._spec import FlowResult, ServerSpec
 from runner._core._stored import StoredLogin
-from runner._hosts._hermes_config import HermesConfig, default_hermes_home, read_hermes_config
+from runner._hosts._hermes_config import read_hermes_config
 from runner._parent._offloop import register_system_browsers
 from runner._parent._runner import authorize_many
 from runner._parent._terminal import stdin_is_terminal
-from runner._stores._hermes_store import HermesTokenStore, registered_port
+from runner._stores._hermes_store import HermesTokenStore, default_hermes_home, registered_port
 from runner._stores._token_store import TokenStore, TokenStoreError
 from runner.errors import InvalidServerSpec
 

@@ -1,20 +1,16 @@
 """What to log in to (``ServerSpec``) and what came of it (``FlowResult``). Pure.
 
-``parse_servers`` accepts either a list of ``ServerSpec`` or a hermes-style mapping
-``{"name": {"url": ..., "oauth": {...}}}`` and validates everything before any login
-starts: an unknown key, a non-loopback redirect host, a bad port or a duplicate name
-is an ``InvalidServerSpec`` naming the entry and the key, never silently ignored.
+A ``ServerSpec`` checks every field when it is made: an invalid one is an
+``InvalidServerSpec`` naming the server and the field, never silently ignored. Reading a
+hermes-style entry into one is ``runner._core._entries``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
 from urllib.parse import urlsplit
 
 from mcp.shared.auth import OAuthToken
@@ -23,14 +19,9 @@ from runner._core._identity import AUTH_METHODS, document_url_problem
 from runner._core._loopback import DEFAULT_LOOPBACK_HOST, LOOPBACK_HOSTS
 from runner.errors import FlowError, InvalidServerSpec
 
-__all__ = ["FlowResult", "ServerSpec", "check_server_name", "parse_servers"]
+__all__ = ["FlowResult", "ServerSpec", "check_server_name"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-# Keys a hermes server entry may carry that belong to the host, not to the login.
-_HERMES_HOST_KEYS: Final = frozenset(
-    {"url", "oauth", "auth", "headers", "timeout", "connect_timeout", "enabled", "tools"}
-)
 
 
 @dataclass(frozen=True)
@@ -82,34 +73,6 @@ class ServerSpec:
             with contextlib.suppress(TypeError):  # an unhashable item: said by _check_spec
                 object.__setattr__(self, "client_metadata_ports", frozenset(ports))
         _check_spec(self)
-
-    @classmethod
-    def from_mapping(cls, name: str, entry: Mapping[str, Any]) -> ServerSpec:
-        """Build a spec from a hermes-style entry ``{"url": ..., "oauth": {...}}``."""
-        if not isinstance(entry, Mapping):
-            raise InvalidServerSpec(f"server {name!r}: expected a mapping with a 'url'")
-        unknown = sorted(set(entry) - _HERMES_HOST_KEYS)
-        if unknown:
-            raise InvalidServerSpec(
-                f"server {name!r}: unknown key {unknown[0]!r}; an OAuth login needs 'url' "
-                "and takes its options under 'oauth'"
-            )
-        if "url" not in entry:
-            raise InvalidServerSpec(f"server {name!r}: no 'url' (only HTTP servers log in)")
-        oauth = entry.get("oauth") or {}
-        if not isinstance(oauth, Mapping):
-            raise InvalidServerSpec(f"server {name!r}: 'oauth' must be a mapping")
-        allowed = {f.name for f in dataclasses.fields(cls)} - {"name", "url"}
-        unknown = sorted(set(oauth) - allowed)
-        if unknown:
-            raise InvalidServerSpec(
-                f"server {name!r}: unknown oauth key {unknown[0]!r}; "
-                f"known keys: {', '.join(sorted(allowed))}"
-            )
-        try:
-            return cls(name=name, url=entry["url"], **oauth)
-        except TypeError as exc:
-            raise InvalidServerSpec(f"server {name!r}: {exc}") from None
 
 
 def check_server_name(name: object) -> str:
@@ -211,32 +174,6 @@ def _check_client_metadata(spec: ServerSpec, where: str) -> None:
 def _expect_type(where: str, key: str, value: object, kind: type | tuple[type, ...]) -> None:
     if not isinstance(value, kind):
         raise InvalidServerSpec(f"{where}: {key} has the wrong type ({type(value).__name__})")
-
-
-def parse_servers(
-    servers: Iterable[ServerSpec] | Mapping[str, Mapping[str, Any]],
-) -> list[ServerSpec]:
-    """Validate the servers argument of ``authorize_many``; raises ``InvalidServerSpec``."""
-    if isinstance(servers, Mapping):
-        specs = [ServerSpec.from_mapping(str(name), entry) for name, entry in servers.items()]
-    else:
-        try:
-            specs = list(servers)
-        except TypeError:
-            raise InvalidServerSpec(
-                f"servers must be a mapping or a list of ServerSpec, not {type(servers).__name__}"
-            ) from None
-        for spec in specs:
-            if not isinstance(spec, ServerSpec):
-                raise InvalidServerSpec(
-                    f"expected ServerSpec items or a mapping of servers, got {type(spec).__name__}"
-                )
-    seen: set[str] = set()
-    for spec in specs:
-        if spec.name in seen:
-            raise InvalidServerSpec(f"server {spec.name!r} is listed twice")
-        seen.add(spec.name)
-    return specs
 
 
 @dataclass(frozen=True)

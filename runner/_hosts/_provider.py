@@ -61,6 +61,7 @@ from mcp.shared.auth_utils import calculate_token_expiry
 from pydantic import AnyUrl
 
 from runner._core._challenge import Challenge, parse_challenge
+from runner._core._entries import read_entry
 from runner._core._loopback import netloc_host
 from runner._core._renewal import DEFAULT_MARGIN, LoginRequest, Situation, UseStored, decide
 from runner._core._spec import ServerSpec
@@ -105,12 +106,18 @@ def server_spec(spec: ServerSpec | tuple[str, Mapping[str, Any]] | Mapping[str, 
         if len(spec) != 1:
             raise InvalidServerSpec(f"a provider is for one server; the mapping names {len(spec)}")
         ((name, entry),) = spec.items()
-        return ServerSpec.from_mapping(str(name), entry)
+        return _read(str(name), entry)
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
-        return ServerSpec.from_mapping(spec[0], spec[1])
+        return _read(spec[0], spec[1])
     raise InvalidServerSpec(
         f"expected a ServerSpec, a (name, entry) pair or {{name: entry}}, not {type(spec).__name__}"
     )
+
+
+def _read(name: str, entry: object) -> ServerSpec:
+    read = read_entry(name, entry, hermes_config=False)
+    assert read.spec is not None  # the library's rules skip nothing
+    return read.spec
 
 
 def provider(

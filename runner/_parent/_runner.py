@@ -37,8 +37,9 @@ from typing import Any
 import anyio
 
 from portlease import Registry
+from runner._core._entries import parse_servers
 from runner._core._renewal import LoginRequest
-from runner._core._spec import FlowResult, ServerSpec, parse_servers
+from runner._core._spec import FlowResult, ServerSpec
 from runner._io._threads import in_daemon_thread
 from runner._parent._launch import LazyLauncher, StartMethod, check_start_method, open_lazy_launcher
 from runner._parent._notices import Notices

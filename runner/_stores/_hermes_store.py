@@ -17,7 +17,7 @@ one hermes did is reused here:
   ``cimd_refused``, removed by ``delete`` (as hermes's own ``remove`` does);
 - ``<safe>.json.refresh.lock``: hermes's refresh fence. ``hold`` takes it (see below);
 
-where ``<safe>`` is ``runner._hosts._hermes_config.hermes_safe_name(name)``.
+where ``<safe>`` is ``runner._core._entries.hermes_safe_name(name)``.
 
 Guarantees:
 
@@ -64,9 +64,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
+from runner._core._entries import hermes_safe_name
 from runner._core._spec import check_server_name
 from runner._core._stored import STORE_VERSION, InvalidLoginRecord, StoredLogin
-from runner._hosts._hermes_config import default_hermes_home, hermes_safe_name
 from runner._stores._token_store import (
     MAX_TOKEN_FILE_BYTES,
     TokenStore,
@@ -79,7 +79,7 @@ from statefiles import (
     read_state_file,
 )
 
-__all__ = ["TOKEN_DIR_NAME", "HermesTokenStore", "registered_port"]
+__all__ = ["TOKEN_DIR_NAME", "HermesTokenStore", "default_hermes_home", "registered_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,12 @@ _EXTRA_KEYS: Final = ("expires_at", "hermes_issuer")
 
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def default_hermes_home() -> Path:
+    """``$HERMES_HOME``, else ``~/.hermes`` (hermes-agent's own default)."""
+    explicit = os.environ.get("HERMES_HOME")
+    return Path(explicit).expanduser() if explicit else Path.home() / ".hermes"
 
 
 def registered_port(login: StoredLogin | None) -> int | None:

@@ -318,7 +318,7 @@ def test_pasting_in_a_terminal_retries_until_the_right_url(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("config", "words"),
     [
-        ("mcp_servers:\n  a:\n    auth: oauth\n", "needs a url"),
+        ("mcp_servers:\n  a:\n    auth: oauth\n", "no 'url'"),
         (
             "mcp_servers:\n  a:\n    url: http://127.0.0.1:1/mcp\n    auth: oauth\n"
             "    oauth:\n      redirect_port: 99999\n",

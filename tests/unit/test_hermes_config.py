@@ -171,7 +171,7 @@ def test_a_name_this_library_cannot_use_is_skipped() -> None:
 @pytest.mark.parametrize(
     ("entry", "words"),
     [
-        ({"auth": "oauth"}, "needs a url"),
+        ({"auth": "oauth"}, "no 'url'"),
         ({"auth": "oauth", "url": 5}, "url must be a string"),
         ({"auth": "oauth", "url": "ftp://x/"}, "http(s)"),
         ({"auth": "oauth", "url": URL, "oauth": {"redirect_port": 70000}}, "oauth.redirect_port"),

@@ -25,10 +25,11 @@ from runner._core._callback import (
     judge_paste,
     judge_request,
 )
+from runner._core._entries import parse_servers
 from runner._core._pages import render_page, response_headers
 from runner._core._paste import PastedCallback, PasteProblem, parse_paste
 from runner._core._routing import Deliver, NoSuchLogin, PasteRouter, Unparseable
-from runner._core._spec import ServerSpec, check_server_name, parse_servers
+from runner._core._spec import ServerSpec, check_server_name
 from runner._core._stored import InvalidLoginRecord, StoredLogin
 from runner.errors import InvalidServerSpec
 

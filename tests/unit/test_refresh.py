@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runner._core._stored import STORE_VERSION, StoredLogin
-from runner._parent._refresher import (
+from runner._core._refresh import (
     RefreshRequest,
     refresh_request,
     refreshed_login,
     retry_delay,
 )
+from runner._core._stored import STORE_VERSION, StoredLogin
 from runner.errors import OAuthProtocolError, RefreshFailed, RefreshRefused
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from runner._core._spec import ServerSpec, parse_servers
+from runner._core._entries import parse_servers
+from runner._core._spec import ServerSpec
 from runner.errors import InvalidServerSpec
 
 
