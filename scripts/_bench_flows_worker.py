@@ -62,12 +62,12 @@ STARTED = time.monotonic()  # the interpreter is up and the standard library imp
 #: The phases of a login, and the runner's progress sentences that mark them (delivered
 #: from its progress thread, so a little late); the bare side notes them where they happen.
 PHASES = ("listening", "authorizing", "callback", "done")
-_SENTENCES = (
-    ("listening on ", "listening"),  # the child's ServerReady
-    ("waiting for the login in the browser", "authorizing"),  # AuthorizationStarted
-    ("callback received", "callback"),  # CallbackAccepted
-    ("logged in", "done"),  # the FlowResult (after the child exited, the lease released)
-)
+_PHASES = {
+    "Listening": "listening",  # the child's ServerReady
+    "WaitingForBrowser": "authorizing",  # AuthorizationStarted
+    "CallbackReceived": "callback",  # CallbackAccepted
+    "Finished": "done",  # the FlowResult (after the child exited, the lease released)
+}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found"}
 # What the runner's child sends (runner._child._sdk._INITIALIZE): the request that starts a login.
@@ -363,11 +363,12 @@ class Milestones:
         self.called = time.monotonic()
         self.seen: dict[str, dict[str, float]] = {}
 
-    def __call__(self, name: str | None, sentence: str) -> None:  # from the pump's thread
+    def __call__(self, event: Any) -> None:  # a runner.events.Event, from the pump's thread
         at = time.monotonic() - self.called
-        for prefix, phase in _SENTENCES:
-            if name is not None and sentence.startswith(prefix):
-                self.seen.setdefault(name, {}).setdefault(phase, at)
+        # By the type's name: runner is imported only once the worker is timing it.
+        phase = _PHASES.get(type(event).__name__)
+        if phase is not None and event.name is not None:
+            self.seen.setdefault(event.name, {}).setdefault(phase, at)
 
 
 def runner_outcome(

@@ -48,6 +48,7 @@ import psutil
 
 from portlease import Registry
 from runner import Runner, ServerSpec, TokenStore
+from runner.events import Event
 from runner.sandbox.browser import ConsentBrowser
 
 #: The name of anyio's worker threads: a pool that keeps idle threads for reuse (up to 10 s)
@@ -166,8 +167,8 @@ async def _no_pastes() -> AsyncIterator[str]:
     yield
 
 
-def _progress(name: str | None, sentence: str) -> None:
-    print(f"{time.monotonic():.3f} {name}: {sentence}", file=sys.stderr, flush=True)
+def _progress(event: Event) -> None:
+    print(f"{time.monotonic():.3f} {event.name}: {event}", file=sys.stderr, flush=True)
 
 
 def _fingerprint(token: str) -> str:

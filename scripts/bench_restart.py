@@ -101,7 +101,7 @@ async def measure(
             timeout=120,
             browser=sandbox.browser,
             pastes=_nothing(),
-            progress=lambda name, sentence: None,
+            progress=lambda event: None,
         )
         elapsed = time.perf_counter() - started
     failed = {name: str(r.error) for name, r in results.items() if not r.ok}

@@ -38,6 +38,17 @@ from typing import IO, Any
 import anyio
 
 from runner._core._entries import HermesConfig
+from runner._core._events import (
+    CallbackReceived,
+    Event,
+    Finished,
+    Listening,
+    PasteNotUsed,
+    PasteRefused,
+    Refreshing,
+    UsingStoredLogin,
+    WaitingForBrowser,
+)
 from runner._core._spec import FlowResult, ServerSpec
 from runner._core._stored import StoredLogin
 from runner._hosts._hermes_config import read_hermes_config
@@ -57,7 +68,10 @@ class _Printer:
     def __init__(self) -> None:
         self.started = time.monotonic()
 
-    def __call__(self, name: str | None, message: str) -> None:
+    def __call__(self, event: Event) -> None:
+        self.say(event.name, str(event))
+
+    def say(self, name: str | None, message: str) -> None:
         elapsed = time.monotonic() - self.started
         print(f"{elapsed:7.3f}s  {name or '':<12} {message}", flush=True)
 
@@ -82,7 +96,7 @@ async def _demo(servers: int, timeout: float, store_dir: Path) -> int:
 
     printer = _Printer()
     with Sandbox(servers=servers) as sandbox:
-        printer(None, f"sandbox up: {servers} MCP server(s) with their authorization servers")
+        printer.say(None, f"sandbox up: {servers} MCP server(s) with their authorization servers")
         results = await authorize_many(
             sandbox.config(),
             store=TokenStore(store_dir),
@@ -352,14 +366,10 @@ _LOGOUT_LOCK_WAIT = 60.0
 
 # --- authorize ------------------------------------------------------------------------------------
 
-#: What the supervisor's progress sentences mean, as the live line shows it.
-_PHASES: tuple[tuple[str, str], ...] = (
-    ("using its stored login", "reusing its stored login"),
-    ("refreshing its stored login", "refreshing its stored login"),
-    ("waiting for the login in the browser", "waiting for the browser"),
-    ("callback received", "exchanging the code for tokens"),
-    ("logged in", "done"),
-)
+
+def _without_name(name: str, message: str) -> str:
+    """A login's error without the server's name it starts with (the line shows it)."""
+    return message[len(name) + 2 :] if message.startswith(f"{name}: ") else message
 
 
 @dataclass
@@ -379,31 +389,34 @@ class _Live:
             elapsed = time.monotonic() - self.started
             print(f"{elapsed:6.1f}s  {name:<16} {text}", file=self.out, flush=True)
 
-    def progress(self, name: str | None, sentence: str) -> None:
-        if name is None:  # a paste that went nowhere
-            self.line("paste", f"{sentence}; paste again")
-            return
-        if sentence.startswith("pasted callback not accepted"):
-            self.line(name, f"{sentence}; paste again")
-            return
-        for start, phase in _PHASES:
-            if sentence.startswith(start):
-                if start == "using its stored login":
-                    self.how[name] = "stored login"
-                elif start == "refreshing its stored login":
-                    self.how[name] = "refreshed"
-                elif start == "callback received":
-                    self.how[name] = "pasted" if "paste" in sentence else "browser"
-                self.line(name, phase)
-                if start.startswith("waiting") and self.prompt:
+    def progress(self, event: Event) -> None:
+        match event:
+            case PasteNotUsed(name=None):
+                self.line("paste", f"{event}; paste again")
+            case PasteNotUsed(name=str(name)) | PasteRefused(name=str(name)):
+                self.line(name, f"{event}; paste again")
+            case UsingStoredLogin(name=str(name)):
+                self.how[name] = "stored login"
+                self.line(name, "reusing its stored login")
+            case Refreshing(name=str(name)):
+                self.how[name] = "refreshed"
+                self.line(name, "refreshing its stored login")
+            case WaitingForBrowser(name=str(name)):
+                self.line(name, "waiting for the browser")
+                if self.prompt:
                     self._prompt()
-                return
-        if sentence.startswith(f"{name}: "):  # a login's final error
-            self.line(name, f"failed: {sentence[len(name) + 2 :]}")
-            return
-        if sentence.startswith("listening on"):
-            return  # the URL line says the port
-        self.line(name, sentence)
+            case CallbackReceived(name=str(name), source=source):
+                self.how[name] = "pasted" if source == "paste" else "browser"
+                self.line(name, "exchanging the code for tokens")
+            case Finished(name=name, result=result):
+                if result.error is not None:
+                    self.line(name, f"failed: {_without_name(name, str(result.error))}")
+                else:
+                    self.line(name, "done" if result.tokens is not None else str(event))
+            case Listening():
+                pass  # the URL line says the port
+            case _:
+                self.line(event.name or "runner", str(event))
 
     def _prompt(self) -> None:
         with self.lock:

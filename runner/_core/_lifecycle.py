@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from runner._core import _events as events
 from runner._core._messages import (
     AuthorizationStarted,
     CallbackAccepted,
@@ -118,9 +119,9 @@ class CloseListenerCopy:
 
 @dataclass(frozen=True)
 class Report:
-    """Tell the host's ``progress`` this sentence about the login."""
+    """Tell the host's ``progress`` of this event."""
 
-    sentence: str
+    event: events.Event
 
 
 @dataclass(frozen=True)
@@ -226,23 +227,20 @@ class LoginMachine:
         # TokensIssued is decided in advance() (its tokens may not decode).
         match message:
             case ServerReady():
-                return (CloseListenerCopy(), Report(f"listening on {self.callback_url}"))
+                return (CloseListenerCopy(), Report(events.Listening(self.name, self.callback_url)))
             case AuthorizationStarted(url=url, state=state):
                 return (
                     MarkInteractive(),
                     ArmPastes(state),
-                    Report("waiting for the login in the browser"),
+                    Report(events.WaitingForBrowser(self.name)),
                     OpenBrowser(url),
                 )
             case CallbackRejected(reason=reason):
-                return (Report(f"pasted callback not accepted: {reason}"),)
+                return (Report(events.PasteRefused(self.name, reason)),)
             case CallbackAccepted(source=source):
-                return (DisarmPastes(), Report(f"callback received ({source}); getting tokens"))
+                return (DisarmPastes(), Report(events.CallbackReceived(self.name, source)))
             case NotChallenged(status=status):
-                return (
-                    Defer(),
-                    Report(f"the server let initialize through (HTTP {status}): no login yet"),
-                )
+                return (Defer(), Report(events.NotChallenged(self.name, status)))
             case LoginFailed(kind=kind, message=text):
                 return (Fail(error_from_wire(kind, text)),)
             case _:  # pragma: no cover - next_state refuses every other message

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from mcp.shared.auth import OAuthClientInformationFull
 
+from runner._core._events import PortTaken
 from runner._core._spec import ServerSpec
 
 __all__ = ["IfTaken", "PortPlan", "plan_port", "registered_port"]
@@ -57,12 +58,11 @@ class PortPlan:
     if_taken: IfTaken
     document_ports: frozenset[int] = field(default=frozenset())
 
-    def fallback_sentence(self, why: object) -> str:
-        """The progress sentence for falling back, ``why`` being the registry's error."""
+    def taken(self, name: str, why: object) -> PortTaken:
+        """The progress event for falling back, ``why`` being the registry's error."""
         if isinstance(self.port, frozenset):
-            ports = ", ".join(str(p) for p in sorted(self.port))
-            return f"the client metadata document's ports ({ports}) are taken ({why}); registering"
-        return f"port {self.port} is taken ({why}); registering again"
+            return PortTaken(name, tuple(sorted(self.port)), str(why), document=True)
+        return PortTaken(name, (self.port,), str(why))
 
 
 def plan_port(

@@ -34,6 +34,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from runner._core._events import BrowserFailed, Event
 from runner._core._spec import ServerSpec
 from runner._core._stored import StoredLogin
 from runner._io._threads import in_daemon_thread
@@ -129,7 +130,7 @@ async def open_browser(
     spec: ServerSpec,
     url: str,
     notices: Notices,
-    progress: Callable[[str | None, str], None],
+    progress: Callable[[Event], None],
 ) -> None:
     """``browser(url, spec)`` in a daemon thread (awaiting what it returns, if awaitable);
     if it raises, a warning and the URL for the person to open. Cancelled (the login
@@ -146,11 +147,7 @@ async def open_browser(
             f"{spec.name}: browser raised {type(exc).__name__}: {exc}; "
             "the login waits for a pasted callback",
         )
-        progress(
-            spec.name,
-            f"could not open a browser ({type(exc).__name__}: {exc}); "
-            f"open this address yourself: {url}",
-        )
+        progress(BrowserFailed(spec.name, f"{type(exc).__name__}: {exc}", url))
     except anyio.get_cancelled_exc_class():
         # A console browser blocks until it is closed: the login may end first.
         logger.debug("%s: the browser call was still running; abandoned", spec.name)

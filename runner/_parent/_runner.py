@@ -44,7 +44,13 @@ from runner._io._threads import in_daemon_thread
 from runner._parent._launch import LazyLauncher, StartMethod, check_start_method, open_lazy_launcher
 from runner._parent._notices import Notices
 from runner._parent._offloop import Browser, register_system_browsers, system_browser
-from runner._parent._progress import Progress, ProgressPump, log_progress
+from runner._parent._progress import (
+    LegacyProgress,
+    Progress,
+    ProgressPump,
+    event_progress,
+    log_progress,
+)
 from runner._parent._refresher import SharedTlsContext
 from runner._parent._supervisor import CALLBACK_GRACE, Supervisor
 from runner._parent._terminal import stdin_is_terminal, terminal_lines
@@ -155,7 +161,7 @@ class Runner:
         browser: Browser | None = None,
         pastes: AsyncIterable[str] | None = None,
         interactive: bool = True,
-        progress: Progress | None = None,
+        progress: Progress | LegacyProgress | None = None,
     ) -> dict[str, FlowResult]:
         """Log in to every server at once, each in its own child process.
 
@@ -165,7 +171,7 @@ class Runner:
             timeout: Seconds each login may take, unless its spec sets its own.
             browser: ``browser(url, spec)`` opens the authorization URL; it runs in a daemon
                 thread and may block (a blocked call is abandoned when its login ends).
-                If it raises: a ``HostCallbackWarning`` and a progress sentence with the URL;
+                If it raises: a ``HostCallbackWarning`` and a ``BrowserFailed`` event with the URL;
                 the login keeps waiting (for a paste). None prints the URL and opens the
                 system browser.
             pastes: Pasted callback URLs (or their query strings), routed to the login whose
@@ -176,12 +182,14 @@ class Runner:
                 be stopped from the same event loop).
             interactive: False makes a login that needs a person fail at once with
                 ``NeedsInteraction`` (stored or refreshable tokens still work).
-            progress: ``progress(name, sentence)`` is told of each step, in order, from one
-                daemon thread (not the event loop); default: logging. Every sentence is
+            progress: ``progress(event)`` is told of each step of each login, a
+                ``runner.events.Event`` (``str(event)`` is a sentence), in order, from one
+                daemon thread (not the event loop); default: logging. Every event is
                 delivered before the call returns unless ``progress`` is still blocked
                 ``CALLBACK_GRACE`` s after the logins ended: then the rest is dropped. If it
-                raises: a ``HostCallbackWarning`` (once), and the next sentences are still
-                delivered. It never changes a result.
+                raises: a ``HostCallbackWarning`` (once), and the next events are still
+                delivered. It never changes a result. A ``progress(name, sentence)``
+                still works, with a DeprecationWarning, until the next release.
 
         Returns:
             One ``FlowResult`` per server, in the order given, whatever happened to others
@@ -193,6 +201,7 @@ class Runner:
             RuntimeError: The runner is not entered, or is closed.
 
         Warns:
+            DeprecationWarning: ``progress`` takes ``(name, sentence)``.
             HostCallbackWarning: ``browser``, ``pastes`` or ``progress`` raised or hung.
             LoginCleanupWarning: Tidying up after a login failed (its result is kept).
             TokenStoreWarning: A token file could not be read or the tokens not saved.
@@ -204,7 +213,7 @@ class Runner:
             browser=browser,
             pastes=pastes,
             interactive=interactive,
-            progress=progress,
+            progress=event_progress(progress, stacklevel=2),
             requests={},
         )
 
@@ -216,7 +225,7 @@ class Runner:
         browser: Browser | None,
         pastes: AsyncIterable[str] | None,
         interactive: bool,
-        progress: Progress | None,
+        progress: Progress,
         requests: Mapping[str, LoginRequest],
     ) -> dict[str, FlowResult]:
         """``authorize_many`` of checked specs, with a host's ``requests`` (its challenges)
@@ -228,7 +237,7 @@ class Runner:
             pastes = terminal_lines()
         results: dict[str, FlowResult] = {}
         notices = Notices()
-        pump = ProgressPump(progress if progress is not None else log_progress, notices)
+        pump = ProgressPump(progress, notices)
         try:
             async with anyio.create_task_group() as outer:
                 supervisor = Supervisor(
@@ -269,7 +278,7 @@ async def authorize_many(
     browser: Browser | None = None,
     pastes: AsyncIterable[str] | None = None,
     interactive: bool = True,
-    progress: Progress | None = None,
+    progress: Progress | LegacyProgress | None = None,
     start_method: StartMethod | None = None,
 ) -> dict[str, FlowResult]:
     """Log in to every server at once, each in its own child process, through a temporary
@@ -281,6 +290,7 @@ async def authorize_many(
     """
     # Refused before the Runner exists: its default registry creates a directory.
     specs = _checked_call(servers, timeout)
+    told = event_progress(progress, stacklevel=2)
     async with Runner(store=store, registry=registry, start_method=start_method) as runner:
         return await runner.authorize_many(
             specs,
@@ -288,7 +298,7 @@ async def authorize_many(
             browser=browser,
             pastes=pastes,
             interactive=interactive,
-            progress=progress,
+            progress=told,
         )
 
 
@@ -312,7 +322,7 @@ async def renew_login(
             browser=browser,
             pastes=None,
             interactive=interactive,
-            progress=None,
+            progress=log_progress,
             requests={spec.name: request},
         )
     return results[spec.name]
@@ -342,4 +352,6 @@ def authorize_many_sync(
             "authorize_many_sync() was called from a running event loop; "
             "await authorize_many() instead"
         )
+    if "progress" in kwargs:  # warned here, where the host called
+        kwargs["progress"] = event_progress(kwargs["progress"], stacklevel=2)
     return anyio.run(functools.partial(authorize_many, servers, **kwargs))

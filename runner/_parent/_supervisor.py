@@ -46,6 +46,19 @@ import anyio.to_thread
 from mcp.shared.auth import OAuthMetadata
 
 from portlease import LeaseTimeout, PortBusy
+from runner._core._events import (
+    Event,
+    Finished,
+    LoggingIn,
+    LookingUpMetadata,
+    MetadataLookupFailed,
+    PasteNotUsed,
+    Refreshing,
+    RefreshNotDone,
+    RegisteringDynamically,
+    StoredLoginNotReused,
+    UsingStoredLogin,
+)
 from runner._core._identity import presents_document
 from runner._core._lifecycle import (
     Action,
@@ -202,7 +215,7 @@ class Supervisor:
         launcher: Launcher,
         browser: Browser,
         interactive: bool,
-        progress: Callable[[str | None, str], None],
+        progress: Callable[[Event], None],
         notices: Notices,
         tls: SharedTlsContext | None = None,
         refresher: Refresher | None = None,
@@ -248,7 +261,9 @@ class Supervisor:
 
     async def _route_paste(self, text: object) -> None:
         if not isinstance(text, str):
-            self.progress(None, f"ignored a paste that is not text ({type(text).__name__})")
+            self.progress(
+                PasteNotUsed(None, f"ignored a paste that is not text ({type(text).__name__})")
+            )
             return
         decision = self.router.route(text)
         if isinstance(decision, Deliver):
@@ -257,9 +272,9 @@ class Supervisor:
                 try:
                     await channel.send(DeliverCallback(query=decision.target))
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    self.progress(decision.login, "that login has just ended")
+                    self.progress(PasteNotUsed(decision.login, "that login has just ended"))
         elif decision.message:
-            self.progress(None, decision.message)
+            self.progress(PasteNotUsed(None, decision.message))
 
     def _pastes_failed(self, exc: Exception) -> None:
         self.notices.warn(
@@ -333,12 +348,7 @@ class Supervisor:
             elapsed=time.monotonic() - started,
             deferred=outcome.deferred and outcome.login is None,
         )
-        if error is not None:
-            self.progress(spec.name, str(error))
-        else:
-            self.progress(
-                spec.name, "no login needed yet" if outcome.login is None else "logged in"
-            )
+        self.progress(Finished(spec.name, results[spec.name]))
 
     async def _login(
         self,
@@ -396,7 +406,7 @@ class Supervisor:
         outcome.doing = None
         if stored is not None and stored.server_url != spec.url:
             # Tokens and a registration belong to the server that issued them.
-            self.progress(spec.name, f"stored login is for {stored.server_url}; not reused")
+            self.progress(StoredLoginNotReused(spec.name, stored.server_url))
         situation = Situation(
             name=spec.name,
             stored=stored,
@@ -412,7 +422,7 @@ class Supervisor:
         for _ in range(_MAX_DECISIONS):
             match decide(situation):
                 case UseStored(login=login, reason=reason):
-                    self.progress(spec.name, reason)
+                    self.progress(UsingStoredLogin(spec.name, reason))
                     outcome.login = login
                     return
                 case GiveUp(error=error):
@@ -428,7 +438,7 @@ class Supervisor:
                 case Rediscover(login=login):
                     situation = await self._rediscover(spec, login, deadline, situation, outcome)
                 case LogIn() as decision:
-                    self.progress(spec.name, f"{decision.reason}; logging in")
+                    self.progress(LoggingIn(spec.name, decision.reason))
                     await self._log_in(spec, limit, deadline, decision, outcome)
                     return
         raise AssertionError("the renewal policy did not settle")  # pragma: no cover
@@ -439,16 +449,16 @@ class Supervisor:
         """Refresh ``stored`` here, in the parent (no port, no child, no person). Refreshed:
         saved, ``outcome.login``, and None. Otherwise what it came to, for the policy; the
         store is left as it was (a new login replaces it only once it succeeds)."""
-        self.progress(spec.name, "refreshing its stored login")
+        self.progress(Refreshing(spec.name))
         outcome.doing = "refreshing its stored login"
         try:
             login = await self.refresher(stored, _refresh_budget(deadline))
         except RefreshRefused as exc:
-            self.progress(spec.name, str(exc))
+            self.progress(RefreshNotDone(spec.name, exc))
             dead_client = exc.code == "invalid_client"
             return RefreshFailure.DEAD_CLIENT if dead_client else RefreshFailure.DEAD_GRANT
         except RefreshFailed as exc:
-            self.progress(spec.name, str(exc))
+            self.progress(RefreshNotDone(spec.name, exc))
             return RefreshFailure.UNAVAILABLE if exc.temporary else RefreshFailure.REFUSED
         finally:
             outcome.doing = None
@@ -466,14 +476,14 @@ class Supervisor:
     ) -> Situation:
         """Look up the authorization server of a stored login that lost its metadata; the
         situation to decide again from (a failure of the moment keeps the login)."""
-        self.progress(spec.name, "its stored login lacks the server's metadata; looking it up")
+        self.progress(LookingUpMetadata(spec.name))
         outcome.doing = "looking up its authorization server"
         challenge = situation.challenge
         hint = challenge.resource_metadata if challenge is not None else None
         try:
             metadata = await self.discoverer(stored.server_url, _refresh_budget(deadline), hint)
         except RefreshFailed as exc:
-            self.progress(spec.name, str(exc))
+            self.progress(MetadataLookupFailed(spec.name, exc))
             return dataclasses.replace(
                 situation, rediscovered=True, refresh_failure=RefreshFailure.UNAVAILABLE
             )
@@ -515,7 +525,7 @@ class Supervisor:
         )
         presented = await self._login_on_a_lease(spec, limit, deadline, decision, document, outcome)
         if presented and isinstance(outcome.error, ClientMetadataRefused):
-            self.progress(spec.name, f"{outcome.error}; registering dynamically instead")
+            self.progress(RegisteringDynamically(spec.name, outcome.error))
             await mark_cimd_refused(self.store, spec.name, self.notices)
             outcome.error = None
             await self._login_on_a_lease(spec, limit, deadline, decision, False, outcome)
@@ -670,8 +680,8 @@ class Supervisor:
             match action:
                 case CloseListenerCopy():
                     lease.close_socket()
-                case Report(sentence=sentence):
-                    self.progress(spec.name, sentence)
+                case Report(event=event):
+                    self.progress(event)
                 case MarkInteractive():
                     outcome.interactive = True
                 case ArmPastes(state=state):
@@ -704,7 +714,7 @@ class Supervisor:
                 raise CallbackPortBusy(f"{spec.name}: {exc}") from exc
             if plan.if_taken is IfTaken.RAISE:
                 raise
-            self.progress(spec.name, plan.fallback_sentence(exc))
+            self.progress(plan.taken(spec.name, exc))
             return await _acquire(self.registry, spec, 0, 0.0)
 
     async def _release(self, spec: ServerSpec, lease: PortLease) -> None:

@@ -25,6 +25,7 @@ import psutil
 
 from portlease import LeaseRecord, Registry
 from runner import FlowResult, authorize_many
+from runner.events import Event
 
 HOST = "127.0.0.1"
 
@@ -210,14 +211,16 @@ def child_processes() -> set[int]:
 
 @dataclass
 class ProgressLog:
-    """A ``progress`` callable that keeps every (time, name, sentence)."""
+    """A ``progress`` callable that keeps every event, and when it came."""
 
     entries: list[tuple[float, str | None, str]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __call__(self, name: str | None, message: str) -> None:
+    def __call__(self, event: Event) -> None:
         with self.lock:
-            self.entries.append((time.monotonic(), name, message))
+            self.entries.append((time.monotonic(), event.name, str(event)))
+            self.events.append(event)
 
     def messages(self, name: str | None) -> list[str]:
         with self.lock:
@@ -260,8 +263,8 @@ def browser(url, spec):
         threading.Event().wait(60)
 
 
-def progress(name, message):
-    print(f"progress {name}: {message}", file=sys.stderr, flush=True)
+def progress(event):
+    print(f"progress {event.name}: {event}", file=sys.stderr, flush=True)
 
 
 kwargs = dict(

@@ -275,8 +275,8 @@ def browser(url, spec):
     ConsentBrowser(timeout=10).visit(url, frozenset(options["ports"]))
 
 
-def progress(name, message):
-    print(f"progress {name}: {message}", file=sys.stderr, flush=True)
+def progress(event):
+    print(f"progress {event.name}: {event}", file=sys.stderr, flush=True)
 
 
 print("STARTED", flush=True)

@@ -14,10 +14,21 @@ from typing import Any
 
 import psutil
 import pytest
+from flow_helpers import ProgressLog
 
 from portlease import Registry
 from runner import FlowResult, ServerSpec, TokenStore, authorize_many, authorize_many_sync
 from runner.errors import CallbackPortBusy, InvalidServerSpec
+from runner.events import (
+    CallbackReceived,
+    Finished,
+    Listening,
+    LoggingIn,
+    Refreshing,
+    StoredLoginNotReused,
+    UsingStoredLogin,
+    WaitingForBrowser,
+)
 from runner.sandbox import Sandbox, list_tools_with_token
 
 pytestmark = pytest.mark.anyio
@@ -100,9 +111,21 @@ async def test_32_concurrent_logins(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("start_method", ["zygote", "spawn"])
 async def test_both_start_methods_log_in(tmp_path: Path, start_method: str) -> None:
+    progress = ProgressLog()
     with Sandbox(servers=3) as sandbox:
-        results = await login(sandbox, tmp_path, start_method=start_method)
+        results = await login(sandbox, tmp_path, start_method=start_method, progress=progress)
     assert all(r.ok for r in results.values()), results
+    for name, result in results.items():
+        told = [event for event in progress.events if event.name == name]
+        assert [type(event) for event in told] == [
+            LoggingIn,
+            Listening,
+            WaitingForBrowser,
+            CallbackReceived,
+            Finished,
+        ], told
+        assert told[-1] == Finished(name, result)
+        assert told[1] == Listening(name, f"http://127.0.0.1:{result.port}/callback")
     assert runner_children() == []
     assert Registry(tmp_path / "leases").list(stale=True) == []
 
@@ -114,8 +137,13 @@ async def test_stored_tokens_log_in_silently_and_expired_ones_refresh(tmp_path: 
         assert first.ok and first.interactive and first.tokens is not None
 
         browser = Browser(sandbox)
-        again = (await login(sandbox, tmp_path, browser=browser))[name]
+        progress = ProgressLog()
+        again = (await login(sandbox, tmp_path, browser=browser, progress=progress))[name]
         assert again.ok and not again.interactive and browser.calls == []
+        assert progress.events == [
+            UsingStoredLogin(name, "using its stored login"),
+            Finished(name, again),
+        ]
         assert again.tokens is not None
         assert again.tokens.access_token == first.tokens.access_token
 
@@ -124,8 +152,10 @@ async def test_stored_tokens_log_in_silently_and_expired_ones_refresh(tmp_path: 
         assert stored is not None
         stored.expires_at = 1.0  # long expired
         store.save(name, stored)
-        refreshed = (await login(sandbox, tmp_path, browser=browser))[name]
+        progress = ProgressLog()
+        refreshed = (await login(sandbox, tmp_path, browser=browser, progress=progress))[name]
         assert refreshed.ok and not refreshed.interactive and browser.calls == []
+        assert progress.events == [Refreshing(name), Finished(name, refreshed)]
         assert refreshed.tokens is not None
         assert refreshed.tokens.access_token != first.tokens.access_token
         assert await list_tools_with_token(sandbox.servers[0].url, refreshed.tokens.access_token)
@@ -231,6 +261,25 @@ async def test_the_sync_entry_point_refuses_a_running_loop(tmp_path: Path) -> No
         authorize_many_sync([], registry=Registry(tmp_path))
 
 
+async def test_a_progress_of_name_and_sentence_still_works_with_a_deprecation(
+    tmp_path: Path,
+) -> None:
+    said: list[tuple[str | None, str]] = []
+
+    def progress(name: str | None, sentence: str) -> None:  # before events
+        said.append((name, sentence))
+
+    with Sandbox(servers=1) as sandbox:
+        name = sandbox.servers[0].name
+        with pytest.warns(DeprecationWarning, match=r"progress\(name, sentence\)") as caught:
+            results = await login(sandbox, tmp_path, progress=progress)
+    assert results[name].ok
+    assert len(caught) == 1 and caught[0].filename == __file__  # points at the host's call
+    assert said[0] == (name, "nothing usable is stored; logging in")
+    assert said[-1] == (name, "logged in")
+    assert (name, "waiting for the login in the browser") in said
+
+
 def test_the_sync_entry_point(tmp_path: Path) -> None:
     with Sandbox(servers=2) as sandbox:
         results = authorize_many_sync(
@@ -252,13 +301,11 @@ async def test_a_stored_login_of_another_server_url_is_not_reused(tmp_path: Path
         assert (await login(sandbox, tmp_path))[name].ok
     with Sandbox(servers=1) as other:  # same name, another server
         browser = Browser(other)
-        said: list[tuple[str | None, str]] = []
-        result = (
-            await login(other, tmp_path, browser=browser, progress=lambda n, m: said.append((n, m)))
-        )[name]
+        progress = ProgressLog()
+        result = (await login(other, tmp_path, browser=browser, progress=progress))[name]
         assert result.ok
         # The old server's tokens were never sent to this one.
-        assert (name, f"stored login is for {sandbox.servers[0].url}; not reused") in said
+        assert StoredLoginNotReused(name, sandbox.servers[0].url) in progress.events
         assert browser.calls == [name]  # a fresh browser login, not the old tokens
         assert result.tokens is not None
         assert result.tokens.access_token in other.issued_tokens(name)

@@ -38,6 +38,7 @@ from flow_helpers import (
 from portlease import Registry
 from runner import ServerSpec, TokenStore, authorize_many
 from runner.errors import FlowCrashed, FlowTimeout
+from runner.events import Event, Listening
 from runner.sandbox import Sandbox, list_tools_with_token
 from runner.store import TokenStoreWarning
 
@@ -398,10 +399,10 @@ class ChildNotingProgress(ProgressLog):
         self.leases = leases
         self.children: list[int] = []
 
-    def __call__(self, name: str | None, message: str) -> None:
-        super().__call__(name, message)
-        if message.startswith("listening on "):
-            port = urlsplit(message.removeprefix("listening on ")).port
+    def __call__(self, event: Event) -> None:
+        super().__call__(event)
+        if isinstance(event, Listening):
+            port = urlsplit(event.url).port
             record = None if port is None else lease_for_port(self.leases, port)
             if record is not None and record.server_pid is not None:
                 self.children.append(record.server_pid)

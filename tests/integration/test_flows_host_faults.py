@@ -41,6 +41,7 @@ from portlease import Lease, Registry, RegistryError
 from runner import FlowResult, ServerSpec, TokenStore
 from runner._io._channel import Channel
 from runner.errors import FlowTimeout, HostCallbackWarning, LoginCleanupWarning
+from runner.events import Event, Finished
 from runner.sandbox import Sandbox, list_tools_with_token
 from runner.store import StoredLogin, TokenStoreWarning
 
@@ -256,8 +257,8 @@ async def test_pastes_that_hang_are_stopped_and_closed_with_the_logins(tmp_path:
 async def test_progress_that_always_raises_changes_no_result(tmp_path: Path) -> None:
     log = ProgressLog()
 
-    def progress(name: str | None, message: str) -> None:
-        log(name, message)
+    def progress(event: Event) -> None:
+        log(event)
         raise RuntimeError("the host's progress is broken")
 
     with Sandbox(servers=2) as sb:
@@ -277,10 +278,10 @@ async def test_progress_that_always_raises_changes_no_result(tmp_path: Path) -> 
 async def test_progress_that_raises_on_logged_in_loses_no_saved_login(tmp_path: Path) -> None:
     log = ProgressLog()
 
-    def progress(name: str | None, message: str) -> None:
-        log(name, message)
-        if message == "logged in":
-            raise ValueError(f"cannot show {name}")
+    def progress(event: Event) -> None:
+        log(event)
+        if isinstance(event, Finished):
+            raise ValueError(f"cannot show {event.name}")
 
     store = TokenStore(tmp_path / "tokens")
     with Sandbox(servers=2) as sb:
@@ -302,8 +303,8 @@ async def test_progress_that_blocks_stalls_no_login(tmp_path: Path) -> None:
     release = threading.Event()
     log = ProgressLog()
 
-    def progress(name: str | None, message: str) -> None:
-        log(name, message)
+    def progress(event: Event) -> None:
+        log(event)
         release.wait(60)
 
     # Today's code calls progress on the event loop, which this would block until the test

@@ -35,6 +35,7 @@ from flow_helpers import (
 from portlease import Registry
 from runner import FlowResult, ServerSpec, TokenStore, authorize_many
 from runner.errors import AuthorizationDenied
+from runner.events import Event, Listening
 from runner.sandbox import Sandbox, TokenRejected, list_tools_with_token
 
 pytestmark = pytest.mark.anyio
@@ -385,10 +386,10 @@ async def test_the_leased_port_cannot_be_bound_while_the_login_runs(tmp_path: Pa
                 squatters[port].thread.start()
             return squatters[port]
 
-        def start_squatting(server: str | None, message: str) -> None:
-            progress(server, message)
-            if message.startswith("listening on "):
-                port = urlsplit(message.removeprefix("listening on ")).port
+        def start_squatting(event: Event) -> None:
+            progress(event)
+            if isinstance(event, Listening):
+                port = urlsplit(event.url).port
                 assert port is not None
                 squat(port)
 

@@ -32,6 +32,7 @@ from runner import FlowResult, ServerSpec, TokenStore, authorize_many
 from runner._core._stored import StoredLogin
 from runner._parent._refresher import refresh_login
 from runner.errors import FlowTimeout, NeedsInteraction, RefreshFailed
+from runner.events import Event, Refreshing
 from runner.hermes_store import HermesTokenStore
 from runner.sandbox import Sandbox
 
@@ -374,8 +375,8 @@ async def test_logout_waits_for_a_refresh_in_flight_which_writes_nothing_back(
         expire(store, name)
         refreshing = threading.Event()
 
-        def progress(who: str | None, sentence: str) -> None:
-            if sentence == "refreshing its stored login":
+        def progress(event: Event) -> None:
+            if isinstance(event, Refreshing):
                 refreshing.set()  # said under the server's lock, before the POST
 
         async with anyio.create_task_group() as tasks:

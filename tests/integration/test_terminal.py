@@ -35,7 +35,7 @@ def browser(url, spec):  # a person who reads the URL but must paste the result
 results = authorize_many_sync(
     config, store=TokenStore(tmp + "/tokens"), registry=Registry(tmp + "/leases"),
     browser=browser, timeout=40,
-    progress=lambda name, message: say("PROGRESS", name, message),
+    progress=lambda event: say("PROGRESS", event.name, str(event)),
 )
 print("RESULTS", json.dumps({n: r.ok for n, r in results.items()}), flush=True)
 print("HOST GOT", sys.stdin.readline().strip(), flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from runner import events
 from runner._core import _messages as m
 from runner._core._lifecycle import (
     ArmPastes,
@@ -50,7 +51,7 @@ def test_a_server_that_asks_for_no_login_is_a_success_without_tokens() -> None:
     step = MACHINE.advance(S.LISTENING, NOT_CHALLENGED)
     assert step == Step(
         S.SUCCEEDED,
-        (Defer(), Report("the server let initialize through (HTTP 200): no login yet")),
+        (Defer(), Report(events.NotChallenged("srv", 200))),
     )
 
 
@@ -103,7 +104,7 @@ LOGIN_RECORD = {
 
 def test_server_ready_closes_the_parents_copy_and_says_where() -> None:
     step = MACHINE.advance(S.STARTING, READY)
-    assert step == Step(S.LISTENING, (CloseListenerCopy(), Report(f"listening on {URL}")))
+    assert step == Step(S.LISTENING, (CloseListenerCopy(), Report(events.Listening("srv", URL))))
 
 
 def test_authorization_started_arms_pastes_before_opening_the_browser() -> None:
@@ -113,7 +114,7 @@ def test_authorization_started_arms_pastes_before_opening_the_browser() -> None:
         (
             MarkInteractive(),
             ArmPastes("st"),
-            Report("waiting for the login in the browser"),
+            Report(events.WaitingForBrowser("srv")),
             OpenBrowser("https://as/auth"),
         ),
     )
@@ -121,13 +122,13 @@ def test_authorization_started_arms_pastes_before_opening_the_browser() -> None:
 
 def test_a_rejected_paste_is_reported_and_the_login_waits() -> None:
     step = MACHINE.advance(S.WAITING_FOR_USER, REJECTED)
-    assert step == Step(S.WAITING_FOR_USER, (Report("pasted callback not accepted: r"),))
+    assert step == Step(S.WAITING_FOR_USER, (Report(events.PasteRefused("srv", "r")),))
 
 
 def test_an_accepted_callback_disarms_pastes() -> None:
     step = MACHINE.advance(S.WAITING_FOR_USER, m.CallbackAccepted(source="paste"))
     assert step == Step(
-        S.EXCHANGING, (DisarmPastes(), Report("callback received (paste); getting tokens"))
+        S.EXCHANGING, (DisarmPastes(), Report(events.CallbackReceived("srv", "paste")))
     )
 
 

@@ -7,6 +7,7 @@ from mcp.shared.auth import OAuthClientInformationFull
 
 from runner._core._port_policy import IfTaken, PortPlan, plan_port, registered_port
 from runner._core._spec import ServerSpec
+from runner.events import PortTaken
 
 
 def stored_with(*redirect_uris: str) -> OAuthClientInformationFull:
@@ -29,7 +30,9 @@ def test_a_configured_port_waits_until_the_deadline_and_never_falls_back() -> No
 def test_a_registered_port_is_tried_at_once_with_a_fallback() -> None:
     plan = plan_port(SPEC, stored_with("http://127.0.0.1:6000/callback"), time_left=30)
     assert plan == PortPlan(6000, 0.0, IfTaken.FALL_BACK)
-    assert plan.fallback_sentence("in use") == "port 6000 is taken (in use); registering again"
+    taken = plan.taken("srv", "in use")
+    assert taken == PortTaken("srv", (6000,), "in use")
+    assert str(taken) == "port 6000 is taken (in use); registering again"
 
 
 def test_otherwise_any_port_with_nothing_to_fall_back_to() -> None:
@@ -43,7 +46,9 @@ DOCUMENT_PORTS = frozenset({27890, 27891})
 def test_a_document_leases_one_of_its_ports_and_falls_back_to_registering() -> None:
     plan = plan_port(SPEC, None, time_left=30, document_ports=DOCUMENT_PORTS)
     assert plan == PortPlan(DOCUMENT_PORTS, 0.0, IfTaken.FALL_BACK, DOCUMENT_PORTS)
-    assert plan.fallback_sentence("taken") == (
+    taken = plan.taken("srv", "taken")
+    assert taken == PortTaken("srv", (27890, 27891), "taken", document=True)
+    assert str(taken) == (
         "the client metadata document's ports (27890, 27891) are taken (taken); registering"
     )
 

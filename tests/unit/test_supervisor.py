@@ -432,7 +432,7 @@ async def supervise(
                 launcher=launcher,
                 browser=browser or record_browser,
                 interactive=interactive,
-                progress=lambda name, sentence: said.append((name, sentence)),
+                progress=lambda event: said.append((event.name, str(event))),
                 notices=notices,
                 refresher=refresher or no_network_refresher,
                 discoverer=discoverer or no_network_discoverer,
