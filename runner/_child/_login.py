@@ -1,10 +1,12 @@
 """The child process of one login: ``python -m runner._child._login --listen-fd N --channel-fd M``.
 
-It inherits two descriptors from its parent and binds nothing itself:
+It inherits three descriptors from its parent (through its zygote's ``Fork`` packet, or
+``pass_fds`` and a pipe under ``spawn``) and binds nothing itself:
 
 - ``--listen-fd``: the leased loopback socket, already bound and listening; a
   persistent HTTP server (uvicorn) serves every request on it until the login ends;
-- ``--channel-fd``: its end of a socket pair carrying ``runner._core._messages``.
+- ``--channel-fd``: its end of a socket pair carrying ``runner._core._messages``;
+- stderr: a pipe whose tail the parent keeps, to explain a crash.
 
 Invariants:
 
