@@ -17,11 +17,12 @@ import anyio
 import anyio.to_thread
 import psutil
 import pytest
-from flow_helpers import ProgressLog, child_processes, kill_all, still_running, wait_until
 
 from portlease import Registry
 from runner import TokenStore, authorize_many
 from runner.sandbox import Sandbox, list_tools_with_token
+
+from support.flows import ProgressLog, child_processes, kill_all, still_running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.browser]
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import psutil
 import pytest
-from flow_helpers import ParentProcess, kill_all, wait_processes_gone, wait_until
 
 import runner._io._http
 from portlease import Registry
@@ -27,6 +26,8 @@ from runner import FlowResult, ServerSpec, TokenStore, authorize_many
 from runner._io._http import tls_context
 from runner.errors import NeedsInteraction
 from runner.sandbox import Sandbox, list_tools_with_token
+
+from support.flows import ParentProcess, kill_all, wait_processes_gone, wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import psutil
 import pytest
-from flow_helpers import ProgressLog
 
 from portlease import Registry
 from runner import FlowResult, ServerSpec, TokenStore, authorize_many, authorize_many_sync
@@ -30,6 +29,8 @@ from runner.events import (
     WaitingForBrowser,
 )
 from runner.sandbox import Sandbox, list_tools_with_token
+
+from support.flows import ProgressLog
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,15 @@ import anyio.from_thread
 import anyio.lowlevel
 import psutil
 import pytest
-from flow_helpers import (
+
+from portlease import Registry
+from runner import ServerSpec, TokenStore, authorize_many
+from runner.errors import FlowCrashed, FlowTimeout
+from runner.events import Event, Listening
+from runner.sandbox import Sandbox, list_tools_with_token
+from runner.store import TokenStoreWarning
+
+from support.flows import (
     PARENT_SCRIPT,
     ParentProcess,
     ProgressLog,
@@ -34,13 +42,6 @@ from flow_helpers import (
     wait_processes_gone,
     wait_until,
 )
-
-from portlease import Registry
-from runner import ServerSpec, TokenStore, authorize_many
-from runner.errors import FlowCrashed, FlowTimeout
-from runner.events import Event, Listening
-from runner.sandbox import Sandbox, list_tools_with_token
-from runner.store import TokenStoreWarning
 
 pytestmark = pytest.mark.anyio
 

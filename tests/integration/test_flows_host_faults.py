@@ -27,15 +27,6 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import pytest
-from flow_helpers import (
-    ProgressLog,
-    authorization_response_async,
-    authorize_and_look,
-    child_processes,
-    join_threads,
-    process_gone,
-    unblock_fifo,
-)
 
 from portlease import Lease, Registry, RegistryError
 from runner import FlowResult, ServerSpec, TokenStore
@@ -44,6 +35,16 @@ from runner.errors import FlowTimeout, HostCallbackWarning, LoginCleanupWarning
 from runner.events import Event, Finished
 from runner.sandbox import Sandbox, list_tools_with_token
 from runner.store import StoredLogin, TokenStoreWarning
+
+from support.flows import (
+    ProgressLog,
+    authorization_response_async,
+    authorize_and_look,
+    child_processes,
+    join_threads,
+    process_gone,
+    unblock_fifo,
+)
 
 pytestmark = pytest.mark.anyio
 

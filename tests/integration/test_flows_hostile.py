@@ -18,7 +18,14 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
-from flow_helpers import (
+
+from portlease import Registry
+from runner import FlowResult, ServerSpec, TokenStore, authorize_many
+from runner.errors import AuthorizationDenied
+from runner.events import Event, Listening
+from runner.sandbox import Sandbox, TokenRejected, list_tools_with_token
+
+from support.flows import (
     HOST,
     ProgressLog,
     Reply,
@@ -31,12 +38,6 @@ from flow_helpers import (
     query_params,
     still_running,
 )
-
-from portlease import Registry
-from runner import FlowResult, ServerSpec, TokenStore, authorize_many
-from runner.errors import AuthorizationDenied
-from runner.events import Event, Listening
-from runner.sandbox import Sandbox, TokenRejected, list_tools_with_token
 
 pytestmark = pytest.mark.anyio
 

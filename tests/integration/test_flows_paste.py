@@ -17,7 +17,13 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import pytest
-from flow_helpers import (
+
+from portlease import Registry
+from runner import ServerSpec, TokenStore
+from runner.errors import NeedsInteraction
+from runner.sandbox import Sandbox, TokenRejected, list_tools_with_token
+
+from support.flows import (
     ProgressLog,
     authorization_response_async,
     authorize_and_look,
@@ -25,11 +31,6 @@ from flow_helpers import (
     child_processes,
     query_params,
 )
-
-from portlease import Registry
-from runner import ServerSpec, TokenStore
-from runner.errors import NeedsInteraction
-from runner.sandbox import Sandbox, TokenRejected, list_tools_with_token
 
 pytestmark = pytest.mark.anyio
 

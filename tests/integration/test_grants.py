@@ -24,7 +24,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from bounded_calls import bounded
 from test_hermes_cli import hermes_login, hermes_reads
 
 from portlease import Registry
@@ -35,6 +34,8 @@ from runner.errors import FlowTimeout, NeedsInteraction, RefreshFailed
 from runner.events import Event, Refreshing
 from runner.hermes_store import HermesTokenStore
 from runner.sandbox import Sandbox
+
+from support.waiting import bounded
 
 pytestmark = pytest.mark.anyio
 

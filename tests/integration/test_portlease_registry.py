@@ -24,7 +24,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from bounded_calls import bounded
 
 from portlease import (
     InvalidHost,
@@ -38,6 +37,8 @@ from portlease import (
     RegistryError,
 )
 from portlease.records import LeaseTable, WaiterRecord, decode_table, encode_table
+
+from support.waiting import bounded
 
 CHILD_PRELUDE = """
 import json, os, socket, sys, time

@@ -24,7 +24,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from bounded_calls import bounded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import ClientSession
@@ -42,6 +41,8 @@ from runner._hosts._provider import RunnerProvider
 from runner.errors import NeedsInteraction
 from runner.sandbox import Sandbox
 from runner.store import TokenStoreError
+
+from support.waiting import bounded
 
 pytestmark = pytest.mark.anyio
 

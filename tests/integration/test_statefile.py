@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bounded_calls import bounded
 
 from statefiles import (
     UnreadableStateFile,
@@ -22,6 +21,8 @@ from statefiles import (
     keep_aside,
     read_state_file,
 )
+
+from support.waiting import bounded
 
 LIMIT = 64 * 1024
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -33,7 +33,13 @@ import anyio.from_thread
 import anyio.lowlevel
 import psutil
 import pytest
-from flow_helpers import (
+
+from portlease import Registry
+from runner import FlowResult, Runner, ServerSpec, TokenStore
+from runner.errors import FlowCrashed
+from runner.sandbox import Sandbox
+
+from support.flows import (
     HOST,
     ProgressLog,
     Reply,
@@ -46,11 +52,6 @@ from flow_helpers import (
     still_running,
     wait_until,
 )
-
-from portlease import Registry
-from runner import FlowResult, Runner, ServerSpec, TokenStore
-from runner.errors import FlowCrashed
-from runner.sandbox import Sandbox
 
 pytestmark = [pytest.mark.anyio, pytest.mark.stress]
 
