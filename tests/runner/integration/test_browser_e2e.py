@@ -29,11 +29,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.browser]
 CHROMIUM = "chromium"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def find_chromium() -> str:
     path = shutil.which(CHROMIUM)
     if path is None:

@@ -29,11 +29,6 @@ pytestmark = pytest.mark.anyio
 DOCUMENT = "https://client.example/oauth/client-metadata.json"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Browser:
     """The sandbox's consent browser, counting its calls."""
 

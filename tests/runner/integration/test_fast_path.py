@@ -32,11 +32,6 @@ from support.flows import ParentProcess, kill_all, wait_processes_gone, wait_unt
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Browser:
     """The sandbox's consent browser, counting its calls."""
 

@@ -35,11 +35,6 @@ from support.flows import ProgressLog
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Browser:
     """The sandbox's consent browser, counting calls and the callback ports it saw."""
 

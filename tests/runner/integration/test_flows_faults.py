@@ -46,11 +46,6 @@ from support.flows import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # Both ways a login's child can start: forked from the pre-loaded zygote (the default on
 # Linux) and a fresh interpreter per login.
 START_METHODS = pytest.mark.parametrize("start_method", ["zygote", "spawn"])

@@ -52,11 +52,6 @@ TIMEOUT = 30.0  # per login: generous, the machine is shared; no test here waits
 BOUND = 50.0  # per call of authorize_many, under pytest-timeout's 60 s
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def assert_contract(results: dict[str, FlowResult]) -> None:
     """ok exactly when there are tokens, and exactly when there is no error."""
     for name, result in results.items():

@@ -45,11 +45,6 @@ XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = '"><img src=x onerror=alert(1)>'
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def assert_page_headers(reply: Reply) -> None:
     assert reply.headers.get("cache-control") == "no-store", (reply.label, reply.headers)
     assert reply.headers.get("referrer-policy") == "no-referrer", (reply.label, reply.headers)

@@ -37,11 +37,6 @@ pytestmark = pytest.mark.anyio
 NAMES = ("sandbox-1", "sandbox-2", "sandbox-3")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def with_state(url: str, state: str) -> str:
     parts = urlsplit(url)
     params = query_params(url)

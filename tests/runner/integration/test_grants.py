@@ -42,11 +42,6 @@ pytestmark = pytest.mark.anyio
 LONG_AGO = 1.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def _nothing() -> Any:
     return
     yield

@@ -26,11 +26,6 @@ from runner.sandbox import Sandbox, whoami_with_token
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def run(*args: str, env: dict[str, str], timeout: float = 150) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],

@@ -32,11 +32,6 @@ from runner._parent._launch import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @asynccontextmanager
 async def a_child(
     launcher: Launcher, tmp_path: Path, server_url: str

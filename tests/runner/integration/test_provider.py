@@ -50,11 +50,6 @@ pytestmark = pytest.mark.anyio
 LONG_AGO = 1.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Browser:
     """The sandbox's consent browser, counting its calls."""
 

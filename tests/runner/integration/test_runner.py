@@ -20,11 +20,6 @@ from runner.sandbox import Sandbox
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def _no_pastes() -> AsyncIterator[str]:
     return
     yield

@@ -60,11 +60,6 @@ _INITIALIZE = {
 _FLOW_DEADLINE = 20.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # -- a callback listener: the client side of the redirect ----------------------------------------
 
 

@@ -56,11 +56,6 @@ _TOOLS_CALL = {
 _CIMD_URL = "https://client.example/oauth/client-metadata.json"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # -- plain HTTP: metadata, registration, authorization, token requests -------------------------
 
 

@@ -27,11 +27,6 @@ with TokenStore(sys.argv[1]).hold(sys.argv[2], 10):
 """
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def start_holder(directory: Path, name: str) -> subprocess.Popen[str]:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(directory), name],

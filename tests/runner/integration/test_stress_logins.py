@@ -63,11 +63,6 @@ WAIT = 45.0
 LOGIN_TIMEOUT = 50.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def shared_directories(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The lease and token directories every xdist worker of this run shares."""
     base = tmp_path_factory.getbasetemp()

@@ -46,11 +46,6 @@ from runner.store import TokenStoreError
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 SERVER_URL = "http://127.0.0.1:1/mcp"
 ISSUER = "http://127.0.0.1:1"
 NOW = 1_800_000_000.0
