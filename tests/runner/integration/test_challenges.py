@@ -9,7 +9,6 @@ pre-registered client, and support (or refuse) Client ID Metadata Documents.
 from __future__ import annotations
 
 import socket
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +23,11 @@ from runner._child._sdk import http as httpx2  # httpx on mcp 1.x
 from runner.hermes_store import HermesTokenStore
 from runner.sandbox import Sandbox
 
+from support.logins import SandboxBrowser, no_pastes
+
 pytestmark = pytest.mark.anyio
 
 DOCUMENT = "https://client.example/oauth/client-metadata.json"
-
-
-class Browser:
-    """The sandbox's consent browser, counting its calls."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.lock = threading.Lock()
-        self.calls = 0
-
-    def __call__(self, url: str, spec: ServerSpec) -> None:
-        with self.lock:
-            self.calls += 1
-        self.sandbox.browser(url, spec)
-
-
-async def _nothing() -> Any:
-    return
-    yield
 
 
 async def session_through(auth: httpx2.Auth, url: str, *, call: bool = False) -> list[str]:
@@ -84,18 +66,18 @@ async def test_a_server_that_lets_initialize_through_is_logged_in_at_its_first_c
     with Sandbox(servers=1, open_initialize=True) as sandbox:
         ((name, entry),) = sandbox.config().items()
         store, registry = TokenStore(tmp_path / "tokens"), Registry(tmp_path / "leases")
-        browser = Browser(sandbox)
+        browser = SandboxBrowser(sandbox)
         results = await authorize_many(
-            sandbox.config(), store=store, registry=registry, browser=browser, pastes=_nothing()
+            sandbox.config(), store=store, registry=registry, browser=browser, pastes=no_pastes()
         )
         result = results[name]
         assert result.ok and result.deferred and result.tokens is None, result
-        assert browser.calls == 0 and store.load(name) is None
+        assert browser.count == 0 and store.load(name) is None
 
         auth = runner.provider((name, entry), store=store, registry=registry, browser=browser)
         assert await session_through(auth, entry["url"]) == ["whoami"]
 
-        assert browser.calls == 1  # at tools/list's 401
+        assert browser.count == 1  # at tools/list's 401
         assert sandbox.grant_counts(name)["authorization_code"] == 1
         saved = store.load(name)
         assert saved is not None and saved.tokens.scope == "mcp"  # the challenge's scope
@@ -107,21 +89,21 @@ async def test_a_step_up_asks_for_the_scopes_held_and_the_scopes_challenged(
     with Sandbox(servers=1, step_up_scope="admin") as sandbox:
         ((name, entry),) = sandbox.config().items()
         store, registry = TokenStore(tmp_path / "tokens"), Registry(tmp_path / "leases")
-        browser = Browser(sandbox)
+        browser = SandboxBrowser(sandbox)
         results = await authorize_many(
-            sandbox.config(), store=store, registry=registry, browser=browser, pastes=_nothing()
+            sandbox.config(), store=store, registry=registry, browser=browser, pastes=no_pastes()
         )
         assert results[name].ok
 
         auth = runner.provider((name, entry), store=store, registry=registry, browser=browser)
         await session_through(auth, entry["url"], call=True)  # tools/call: 403, then a step-up
 
-        assert browser.calls == 2
+        assert browser.count == 2
         saved = store.load(name)
         assert saved is not None and set((saved.tokens.scope or "").split()) == {"mcp", "admin"}
         again = runner.provider((name, entry), store=store, registry=registry, browser=browser)
         await session_through(again, entry["url"], call=True)  # the stepped-up token works
-        assert browser.calls == 2
+        assert browser.count == 2
 
 
 # --- client identification ----------------------------------------------------------------------
@@ -152,7 +134,7 @@ async def test_a_preregistered_client_authenticates_as_the_server_accepts(
             store=store,
             registry=Registry(tmp_path / "leases"),
             browser=sandbox.browser,
-            pastes=_nothing(),
+            pastes=no_pastes(),
         )
         assert results[server.name].ok, results[server.name].error
         saved = store.load(server.name)
@@ -178,7 +160,7 @@ async def test_a_client_metadata_document_is_the_client_id_on_one_of_its_ports(
             store=TokenStore(tmp_path / "tokens"),
             registry=Registry(tmp_path / "leases"),
             browser=sandbox.browser,
-            pastes=_nothing(),
+            pastes=no_pastes(),
         )
         result = results[server.name]
         assert result.ok, result.error
@@ -199,7 +181,7 @@ async def test_a_refused_document_is_marked_as_hermes_marks_it_and_registration_
             client_metadata_ports=ports,
         )
         store = HermesTokenStore(tmp_path / "hermes", server_urls={"notes": server.url})
-        browser = Browser(sandbox)
+        browser = SandboxBrowser(sandbox)
 
         async def login() -> Any:
             return (
@@ -208,7 +190,7 @@ async def test_a_refused_document_is_marked_as_hermes_marks_it_and_registration_
                     store=store,
                     registry=Registry(tmp_path / "leases"),
                     browser=browser,
-                    pastes=_nothing(),
+                    pastes=no_pastes(),
                 )
             )["notes"]
 

@@ -22,28 +22,15 @@ import pytest
 import runner._io._http
 from portlease import Registry
 from portlease.registry import Registry as RegistryClass
-from runner import FlowResult, ServerSpec, TokenStore, authorize_many
+from runner import TokenStore
 from runner._io._http import tls_context
 from runner.errors import NeedsInteraction
 from runner.sandbox import Sandbox, list_tools_with_token
 
 from support.flows import ParentProcess, kill_all, wait_processes_gone, wait_until
+from support.logins import SandboxBrowser, expire, login
 
 pytestmark = pytest.mark.anyio
-
-
-class Browser:
-    """The sandbox's consent browser, counting its calls."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.lock = threading.Lock()
-        self.calls: list[str] = []
-
-    def __call__(self, url: str, spec: ServerSpec) -> None:
-        with self.lock:
-            self.calls.append(spec.name)
-        self.sandbox.browser(url, spec)
 
 
 class ProcessWatch:
@@ -83,32 +70,8 @@ class ProcessWatch:
             thread.join(5)
 
 
-async def login(sandbox: Sandbox, tmp_path: Path, **kwargs: Any) -> dict[str, FlowResult]:
-    kwargs.setdefault("browser", Browser(sandbox))
-    return await authorize_many(
-        sandbox.config(),
-        store=TokenStore(tmp_path / "tokens"),
-        registry=Registry(tmp_path / "leases"),
-        timeout=kwargs.pop("timeout", 60),
-        pastes=_nothing(),
-        **kwargs,
-    )
-
-
-async def _nothing() -> Any:
-    return
-    yield
-
-
 def counts(sandbox: Sandbox) -> dict[str, dict[str, int]]:
     return {server.name: dict(sandbox.grant_counts(server.name)) for server in sandbox.servers}
-
-
-def expire(store: TokenStore, name: str) -> None:
-    stored = store.load(name)
-    assert stored is not None
-    stored.expires_at = 1.0  # long expired; the refresh token is still good
-    store.save(name, stored)
 
 
 async def test_a_restart_with_valid_stored_logins_starts_nothing(
@@ -122,7 +85,7 @@ async def test_a_restart_with_valid_stored_logins_starts_nothing(
                    for c in before.values()), before  # fmt: skip
 
         watch = ProcessWatch(monkeypatch)
-        browser = Browser(sandbox)
+        browser = SandboxBrowser(sandbox)
         started = time.monotonic()
         with watch.watching():
             again = await login(sandbox, tmp_path, browser=browser)
@@ -166,7 +129,7 @@ async def test_an_expired_token_is_refreshed_once_in_the_parent(
         expire(store, name)
 
         watch = ProcessWatch(monkeypatch)
-        browser = Browser(sandbox)
+        browser = SandboxBrowser(sandbox)
         with watch.watching():
             again = (await login(sandbox, tmp_path, browser=browser))[name]
 
@@ -198,7 +161,7 @@ async def test_a_revoked_refresh_token_means_a_new_browser_login(tmp_path: Path)
         assert registered is not None and registered.client_info is not None
         sandbox.revoke_refresh_tokens(name)
 
-        browser = Browser(sandbox)
+        browser = SandboxBrowser(sandbox)
         again = (await login(sandbox, tmp_path, browser=browser))[name]
 
         assert again.ok and again.interactive and again.port is not None, again

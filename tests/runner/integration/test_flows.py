@@ -8,15 +8,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
 from portlease import Registry
-from runner import FlowResult, ServerSpec, TokenStore, authorize_many, authorize_many_sync
+from runner import TokenStore, authorize_many, authorize_many_sync
 from runner.errors import CallbackPortBusy, InvalidServerSpec
 from runner.events import (
     CallbackReceived,
@@ -31,22 +29,9 @@ from runner.events import (
 from runner.sandbox import Sandbox, list_tools_with_token
 
 from support.flows import ProgressLog
+from support.logins import SandboxBrowser, login, no_pastes
 
 pytestmark = pytest.mark.anyio
-
-
-class Browser:
-    """The sandbox's consent browser, counting calls and the callback ports it saw."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.lock = threading.Lock()
-        self.calls: list[str] = []
-
-    def __call__(self, url: str, spec: ServerSpec) -> None:
-        with self.lock:
-            self.calls.append(spec.name)
-        self.sandbox.browser(url, spec)
 
 
 def runner_children() -> list[psutil.Process]:
@@ -64,25 +49,6 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return process.cmdline()
     except psutil.Error:
         return []
-
-
-async def login(
-    sandbox: Sandbox, tmp_path: Path, servers: Any = None, **kwargs: Any
-) -> dict[str, FlowResult]:
-    kwargs.setdefault("browser", Browser(sandbox))
-    return await authorize_many(
-        sandbox.config() if servers is None else servers,
-        store=TokenStore(tmp_path / "tokens"),
-        registry=Registry(tmp_path / "leases"),
-        timeout=kwargs.pop("timeout", 60),
-        pastes=kwargs.pop("pastes", _nothing()),
-        **kwargs,
-    )
-
-
-async def _nothing() -> Any:
-    return
-    yield
 
 
 @pytest.mark.timeout(240)
@@ -132,7 +98,7 @@ async def test_stored_tokens_log_in_silently_and_expired_ones_refresh(tmp_path: 
         first = (await login(sandbox, tmp_path))[name]
         assert first.ok and first.interactive and first.tokens is not None
 
-        browser = Browser(sandbox)
+        browser = SandboxBrowser(sandbox)
         progress = ProgressLog()
         again = (await login(sandbox, tmp_path, browser=browser, progress=progress))[name]
         assert again.ok and not again.interactive and browser.calls == []
@@ -268,7 +234,16 @@ async def test_a_progress_of_name_and_sentence_still_works_with_a_deprecation(
     with Sandbox(servers=1) as sandbox:
         name = sandbox.servers[0].name
         with pytest.warns(DeprecationWarning, match=r"progress\(name, sentence\)") as caught:
-            results = await login(sandbox, tmp_path, progress=progress)
+            # Called here, not through support.logins.login: the warning names the caller.
+            results = await authorize_many(
+                sandbox.config(),
+                store=TokenStore(tmp_path / "tokens"),
+                registry=Registry(tmp_path / "leases"),
+                browser=SandboxBrowser(sandbox),
+                pastes=no_pastes(),
+                timeout=60,
+                progress=progress,
+            )
     assert results[name].ok
     assert len(caught) == 1 and caught[0].filename == __file__  # points at the host's call
     assert said[0] == (name, "nothing usable is stored; logging in")
@@ -282,8 +257,8 @@ def test_the_sync_entry_point(tmp_path: Path) -> None:
             sandbox.config(),
             store=TokenStore(tmp_path / "tokens"),
             registry=Registry(tmp_path / "leases"),
-            browser=Browser(sandbox),
-            pastes=_nothing(),
+            browser=SandboxBrowser(sandbox),
+            pastes=no_pastes(),
             timeout=60,
         )
     assert all(r.ok for r in results.values())
@@ -296,7 +271,7 @@ async def test_a_stored_login_of_another_server_url_is_not_reused(tmp_path: Path
         name = sandbox.servers[0].name
         assert (await login(sandbox, tmp_path))[name].ok
     with Sandbox(servers=1) as other:  # same name, another server
-        browser = Browser(other)
+        browser = SandboxBrowser(other)
         progress = ProgressLog()
         result = (await login(other, tmp_path, browser=browser, progress=progress))[name]
         assert result.ok

@@ -28,23 +28,16 @@ from test_hermes_cli import hermes_login, hermes_reads
 
 from portlease import Registry
 from runner import FlowResult, ServerSpec, TokenStore, authorize_many
-from runner._core._stored import StoredLogin
 from runner._parent._refresher import refresh_login
 from runner.errors import FlowTimeout, NeedsInteraction, RefreshFailed
 from runner.events import Event, Refreshing
 from runner.hermes_store import HermesTokenStore
 from runner.sandbox import Sandbox
 
+from support.logins import expire, no_pastes, refused_browser
 from support.waiting import bounded
 
 pytestmark = pytest.mark.anyio
-
-LONG_AGO = 1.0
-
-
-async def _nothing() -> Any:
-    return
-    yield
 
 
 async def log_in(sandbox: Sandbox, store: TokenStore, tmp_path: Path) -> tuple[str, str]:
@@ -55,19 +48,11 @@ async def log_in(sandbox: Sandbox, store: TokenStore, tmp_path: Path) -> tuple[s
         store=store,
         registry=Registry(tmp_path / "leases"),
         browser=sandbox.browser,
-        pastes=_nothing(),
+        pastes=no_pastes(),
         timeout=60,
     )
     assert results[name].ok, results[name].error
     return name, entry["url"]
-
-
-def expire(store: TokenStore, name: str) -> StoredLogin:
-    stored = store.load(name)
-    assert stored is not None
-    stored.expires_at = LONG_AGO
-    store.save(name, stored)
-    return stored
 
 
 # --- the lock ----------------------------------------------------------------------------------
@@ -168,7 +153,7 @@ async def test_an_abandoned_relogin_leaves_the_old_login_as_it_was(tmp_path: Pat
             store=store,
             registry=Registry(tmp_path / "leases"),
             browser=nobody,
-            pastes=_nothing(),
+            pastes=no_pastes(),
             timeout=3,
         )
         assert isinstance(results[name].error, FlowTimeout)
@@ -261,15 +246,11 @@ async def refresh_once(sandbox: Sandbox, tmp_path: Path, **kwargs: Any) -> FlowR
         store=TokenStore(tmp_path / "tokens"),
         registry=Registry(tmp_path / "leases"),
         browser=refused_browser,
-        pastes=_nothing(),
+        pastes=no_pastes(),
         timeout=30,
         **kwargs,
     )
     return results[sandbox.servers[0].name]
-
-
-def refused_browser(url: str, spec: ServerSpec) -> None:
-    raise AssertionError(f"{spec.name}: no browser may be opened here")
 
 
 @pytest.mark.parametrize("fault", ["invalid_request", "html", "server_error"])

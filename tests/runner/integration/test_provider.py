@@ -15,7 +15,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,35 +41,10 @@ from runner.errors import NeedsInteraction
 from runner.sandbox import Sandbox
 from runner.store import TokenStoreError
 
+from support.logins import LONG_AGO, SandboxBrowser, no_pastes, refused_browser
 from support.waiting import bounded
 
 pytestmark = pytest.mark.anyio
-
-#: A time long past: written as a stored login's expiry to make it expired.
-LONG_AGO = 1.0
-
-
-class Browser:
-    """The sandbox's consent browser, counting its calls."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.lock = threading.Lock()
-        self.calls = 0
-
-    def __call__(self, url: str, spec: ServerSpec) -> None:
-        with self.lock:
-            self.calls += 1
-        self.sandbox.browser(url, spec)
-
-
-def refused_browser(url: str, spec: ServerSpec) -> None:
-    raise AssertionError(f"{spec.name}: no browser may be opened here")
-
-
-async def _nothing() -> Any:
-    return
-    yield
 
 
 async def log_in(sandbox: Sandbox, tmp_path: Path) -> tuple[str, dict[str, str], TokenStore]:
@@ -82,7 +56,7 @@ async def log_in(sandbox: Sandbox, tmp_path: Path) -> tuple[str, dict[str, str],
         store=store,
         registry=Registry(tmp_path / "leases"),
         browser=sandbox.browser,
-        pastes=_nothing(),
+        pastes=no_pastes(),
         timeout=60,
     )
     assert results[name].ok, results[name].error
@@ -220,7 +194,7 @@ async def test_a_revoked_refresh_token_logs_in_again_through_the_runner(tmp_path
         name, entry, store = await log_in(sandbox, tmp_path)
         old = rewrite(store, name, expires_at=LONG_AGO)
         sandbox.revoke_refresh_tokens(name)
-        browser = Browser(sandbox)
+        browser = SandboxBrowser(sandbox)
         auth = runner.provider(
             (name, entry),
             store=store,
@@ -229,7 +203,7 @@ async def test_a_revoked_refresh_token_logs_in_again_through_the_runner(tmp_path
             timeout=60,
         )
         assert await tools_through(auth, entry["url"]) == ["whoami"]
-        assert browser.calls == 1
+        assert browser.count == 1
         assert counts(sandbox, name) == {
             "authorize": 2,
             "authorization_code": 2,

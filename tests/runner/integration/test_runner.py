@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,9 @@ from portlease import Registry
 from runner import FlowResult, Runner, TokenStore
 from runner.sandbox import Sandbox
 
+from support.logins import no_pastes
+
 pytestmark = pytest.mark.anyio
-
-
-async def _no_pastes() -> AsyncIterator[str]:
-    return
-    yield
 
 
 def _zygotes() -> list[psutil.Process]:
@@ -53,7 +49,7 @@ async def _login(runner: Runner, sandbox: Sandbox, names: list[str]) -> dict[str
         {name: config[name] for name in names},
         timeout=60,
         browser=sandbox.browser,
-        pastes=_no_pastes(),
+        pastes=no_pastes(),
     )
 
 

@@ -24,7 +24,6 @@ import random
 import signal
 import socket
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -35,7 +34,7 @@ import psutil
 import pytest
 
 from portlease import Registry
-from runner import FlowResult, Runner, ServerSpec, TokenStore
+from runner import FlowResult, Runner, TokenStore
 from runner.errors import FlowCrashed
 from runner.sandbox import Sandbox
 
@@ -43,7 +42,6 @@ from support.flows import (
     HOST,
     ProgressLog,
     Reply,
-    callback_target,
     child_processes,
     http_request,
     kill_all,
@@ -52,6 +50,7 @@ from support.flows import (
     still_running,
     wait_until,
 )
+from support.logins import SandboxBrowser, no_pastes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.stress]
 
@@ -73,43 +72,6 @@ def shared_directories(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
         directory.mkdir(mode=0o700, exist_ok=True)
         found.append(directory)
     return found[0], found[1]
-
-
-async def no_pastes() -> AsyncIterator[str]:
-    return
-    yield
-
-
-class GatedBrowser:
-    """Notes where each login listens, then waits for ``go`` before the sandbox's consent."""
-
-    def __init__(self, sandbox: Sandbox, names: dict[str, str], gated: set[str]) -> None:
-        self.sandbox = sandbox
-        self.names = names  # login name -> sandbox server name
-        self.gated = gated
-        self.go = threading.Event()
-        self.lock = threading.Lock()
-        self.listening: dict[str, tuple[int, str]] = {}  # name -> (port, state)
-        self.failures: dict[str, str] = {}
-        self.all_waiting = anyio.Event()
-        self.loop = anyio.lowlevel.current_token()
-
-    def __call__(self, url: str, spec: ServerSpec) -> None:
-        target = callback_target(url)
-        with self.lock:
-            self.listening[spec.name] = (target.port, target.state)
-            everyone = self.gated <= self.listening.keys()
-        if everyone:
-            anyio.from_thread.run_sync(self.all_waiting.set, token=self.loop)
-        if not self.go.wait(WAIT):
-            with self.lock:
-                self.failures[spec.name] = "no go"
-            return
-        try:
-            self.sandbox.browser(url, spec)
-        except Exception as exc:  # a killed login's listener is gone: its result says so
-            with self.lock:
-                self.failures[spec.name] = f"{type(exc).__name__}: {exc}"
 
 
 def hostile(port: int, state: str, issuer: str) -> tuple[list[Reply], list[socket.socket]]:
@@ -169,7 +131,14 @@ async def one_round(
     Returns the results and the name of the login whose child was killed; ``children``
     gets the pid of every child that served one of the round's gated logins."""
     own = {name for name in names if name != SHARED}
-    browser = GatedBrowser(sandbox, names, own)
+    go, all_waiting = threading.Event(), anyio.Event()
+    loop = anyio.lowlevel.current_token()
+
+    def arrived(listening: frozenset[str]) -> None:
+        if own <= listening:
+            anyio.from_thread.run_sync(all_waiting.set, token=loop)
+
+    browser = SandboxBrowser(sandbox, gate=go, gate_timeout=WAIT, arrived=arrived)
     registry = runner.registry
     results: dict[str, FlowResult] = {}
     kept: list[socket.socket] = []
@@ -190,7 +159,7 @@ async def one_round(
         async with anyio.create_task_group() as tg:
             tg.start_soon(login)
             with anyio.fail_after(WAIT):
-                await browser.all_waiting.wait()
+                await all_waiting.wait()
             for name in sorted(own):
                 port, state = browser.listening[name]
                 issuer = sandbox.server(names[name]).issuer
@@ -208,9 +177,9 @@ async def one_round(
             if round_ == 1:  # after every child forked: they go on without it
                 zygotes[0].kill()
                 assert wait_until(lambda: process_gone(zygotes[0].pid), WAIT)
-            browser.go.set()
+            go.set()
     finally:
-        browser.go.set()
+        go.set()
         for sock in kept:
             sock.close()
     assert set(results) == set(names), (results, progress.dump())
