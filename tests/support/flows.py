@@ -1,4 +1,6 @@
-"""Helpers shared by the authorize_many integration tests (test_flows_*, test_browser_e2e).
+"""Helpers shared by the authorize_many integration tests (test_flows_*, test_browser_e2e,
+test_fast_path, test_stress_logins): authorization URLs and callbacks, raw HTTP to a
+callback listener, processes, leases and descriptors, progress, threads.
 
 Nothing here starts a process or a thread on import; every helper that waits does so for an
 event or by bounded polling of an observable condition, never by a bare sleep.
@@ -7,11 +9,7 @@ event or by bounded polling of an observable condition, never by a bare sleep.
 from __future__ import annotations
 
 import http.client
-import json
 import os
-import queue
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -206,7 +204,7 @@ def child_processes() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
-# --- progress and browsers --------------------------------------------------------------------
+# --- progress ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -235,75 +233,7 @@ class ProgressLog:
             return "\n".join(f"{n}: {m}" for _, n, m in self.entries)
 
 
-# --- parent scripts run as subprocesses -------------------------------------------------------
-
-PARENT_SCRIPT = r'''
-"""A parent process for the runner fault tests; argv[1] is a JSON object of options:
-config (servers), leases, tokens (directories), mode ("sync": authorize_many_sync, else
-anyio.run(authorize_many)), browser ("return" or "block"), start_method (or null)."""
-import json
-import sys
-import threading
-from urllib.parse import parse_qs, urlsplit
-
-import anyio
-
-from portlease import Registry
-from runner import TokenStore, authorize_many, authorize_many_sync
-
-options = json.loads(sys.argv[1])
-
-
-def browser(url, spec):
-    # Never completes the consent: it only reports where the login listens, and then
-    # returns (a GUI browser was started) or blocks (a console browser still runs).
-    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
-    print(f"BROWSER {spec.name} {urlsplit(redirect).port}", flush=True)
-    if options["browser"] == "block":
-        threading.Event().wait(60)
-
-
-def progress(event):
-    print(f"progress {event.name}: {event}", file=sys.stderr, flush=True)
-
-
-kwargs = dict(
-    store=TokenStore(options["tokens"]),
-    registry=Registry(options["leases"]),
-    timeout=60,
-    browser=browser,
-    progress=progress,
-)
-if options.get("start_method"):
-    kwargs["start_method"] = options["start_method"]
-print("STARTED", flush=True)
-if options["mode"] == "sync":
-    results = authorize_many_sync(options["config"], **kwargs)
-else:
-    results = anyio.run(lambda: authorize_many(options["config"], **kwargs))
-print("RESULTS " + json.dumps({n: type(r.error).__name__ for n, r in results.items()}), flush=True)
-'''
-
-
-def parent_options(
-    config: object,
-    tmp_path: Path,
-    *,
-    mode: str,
-    browser: str = "return",
-    start_method: str | None = None,
-) -> str:
-    """argv[1] of :data:`PARENT_SCRIPT`."""
-    return json.dumps(
-        {
-            "config": config,
-            "leases": str(tmp_path / "leases"),
-            "tokens": str(tmp_path / "tokens"),
-            "mode": mode,
-            "browser": browser,
-            "start_method": start_method,
-        }
-    )
+# --- what a call leaves running ---------------------------------------------------------------
 
 
 def descendants(pid: int) -> set[int]:
@@ -312,81 +242,6 @@ def descendants(pid: int) -> set[int]:
         return {p.pid for p in psutil.Process(pid).children(recursive=True)}
     except psutil.NoSuchProcess:
         return set()
-
-
-class ParentProcess:
-    """A parent script in a subprocess whose stdout lines are read by a thread."""
-
-    def __init__(
-        self,
-        script: Path,
-        args: list[str],
-        *,
-        new_session: bool = False,
-    ) -> None:
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=new_session,
-        )
-        self.stderr_chunks: list[bytes] = []
-        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
-        self._reader.start()
-        self._err_reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._err_reader.start()
-
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
-        self.lines.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            self.stderr_chunks.append(raw)
-
-    @property
-    def stderr(self) -> str:
-        return b"".join(self.stderr_chunks).decode(errors="replace")
-
-    def expect_lines(self, prefix: str, count: int, timeout: float) -> list[str]:
-        """Wait for ``count`` stdout lines starting with ``prefix`` (an event, not a sleep)."""
-        deadline = time.monotonic() + timeout
-        found: list[str] = []
-        while len(found) < count:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"no {count} {prefix!r} lines within {timeout} s (got {found}); "
-                    f"stderr:\n{self.stderr[-3000:]}"
-                )
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(
-                    f"the parent exited ({self.proc.wait()}) before {count} {prefix!r} lines "
-                    f"(got {found}); stderr:\n{self.stderr[-3000:]}"
-                )
-            if line.startswith(prefix):
-                found.append(line)
-        return found
-
-    def close(self) -> None:
-        """Kill the parent if it still runs, reap it, join the readers."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-        self._err_reader.join(timeout=5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def still_running(before: set[int]) -> list[str]:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import signal
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,9 @@ from runner._io._http import tls_context
 from runner.errors import NeedsInteraction
 from runner.sandbox import Sandbox, list_tools_with_token
 
-from support.flows import ParentProcess, kill_all, wait_processes_gone, wait_until
+from support.flows import kill_all, wait_processes_gone, wait_until
 from support.logins import SandboxBrowser, expire, login
+from support.parents import ParentProcess, start_parent
 
 pytestmark = pytest.mark.anyio
 
@@ -205,84 +205,22 @@ async def test_a_revoked_refresh_token_without_a_person_needs_interaction(
 
 # --- two processes, one server --------------------------------------------------------------
 
-PARENT = r'''
-"""argv[1]: JSON options: config, tokens, leases, log (a file each browser call is appended
-to), ports (the sandbox's), gate (a FIFO the browser waits on before its consent, or null),
-browser ("consent" or "never": report the call, then block until killed)."""
-import hashlib
-import json
-import sys
-import threading
-
-from portlease import Registry
-from runner import TokenStore, authorize_many_sync
-from runner.sandbox.browser import ConsentBrowser
-
-options = json.loads(sys.argv[1])
-
-
-def browser(url, spec):
-    with open(options["log"], "a") as log:
-        log.write(f"{spec.name}\n")
-    print(f"BROWSER {spec.name}", flush=True)
-    if options["browser"] == "never":
-        threading.Event().wait(120)
-        return
-    if options["gate"]:
-        with open(options["gate"]) as gate:  # blocks until the test opens it for writing
-            gate.read()
-    ConsentBrowser(timeout=10).visit(url, frozenset(options["ports"]))
-
-
-def progress(event):
-    print(f"progress {event.name}: {event}", file=sys.stderr, flush=True)
-
-
-print("STARTED", flush=True)
-results = authorize_many_sync(
-    options["config"],
-    store=TokenStore(options["tokens"]),
-    registry=Registry(options["leases"]),
-    timeout=60,
-    browser=browser,
-    progress=progress,
-    interactive=True,
-)
-print("RESULTS " + json.dumps({
-    name: {
-        "ok": r.ok,
-        "error": None if r.error is None else type(r.error).__name__,
-        "interactive": r.interactive,
-        "token": None if r.tokens is None
-        else hashlib.sha256(r.tokens.access_token.encode()).hexdigest(),
-    }
-    for name, r in results.items()
-}), flush=True)
-'''
-
 
 def parent(
     tmp_path: Path, sandbox: Sandbox, *, browser: str, gate: Path | None = None
 ) -> ParentProcess:
-    script = tmp_path / "parent.py"
-    if not script.exists():
-        script.write_text(PARENT)
-    options = {
-        "config": sandbox.config(),
-        "tokens": str(tmp_path / "tokens"),
-        "leases": str(tmp_path / "leases"),
-        "log": str(tmp_path / "browser.log"),
-        "ports": [int(s.url.split(":")[2].split("/")[0]) for s in sandbox.servers],
-        "gate": None if gate is None else str(gate),
-        "browser": browser,
-    }
-    return ParentProcess(script, [json.dumps(options)])
-
-
-def results_of(process: ParentProcess) -> Mapping[str, dict[str, Any]]:
-    (line,) = process.expect_lines("RESULTS ", 1, timeout=60)
-    parsed: Mapping[str, dict[str, Any]] = json.loads(line.removeprefix("RESULTS "))
-    return parsed
+    """A host's process logging in to ``sandbox`` (one store and registry for all the
+    parents of a test); every browser call goes to ``browser.log``."""
+    return start_parent(
+        tmp_path,
+        sandbox.config(),
+        mode="sync",
+        browser=browser,
+        interactive=True,
+        log=tmp_path / "browser.log",
+        gate=gate,
+        ports=[int(s.url.split(":")[2].split("/")[0]) for s in sandbox.servers],
+    )
 
 
 def blocked_on(lock_file: Path, pid: int) -> bool:
@@ -325,7 +263,7 @@ def test_two_processes_logging_in_to_one_server_open_one_browser_flow(tmp_path: 
             )
             with open(gate, "w") as opened:  # let the leader's consent go on
                 opened.write("go")
-            led, followed = results_of(leader)[name], results_of(follower)[name]
+            led, followed = leader.results()[name], follower.results()[name]
         finally:
             for process in (leader, follower):
                 if process is not None:
@@ -344,7 +282,7 @@ def test_a_waiter_takes_over_from_a_killed_leader(tmp_path: Path) -> None:
     with Sandbox(servers=1) as sandbox:
         name = sandbox.servers[0].name
         lock_file = tmp_path / "tokens" / f"{name}.lock"
-        leader = parent(tmp_path, sandbox, browser="never")
+        leader = parent(tmp_path, sandbox, browser="block")
         follower: ParentProcess | None = None
         leader_family: set[int] = set()
         try:
@@ -355,7 +293,7 @@ def test_a_waiter_takes_over_from_a_killed_leader(tmp_path: Path) -> None:
             )
             leader_family = {p.pid for p in psutil.Process(leader.proc.pid).children(True)}
             os.kill(leader.proc.pid, signal.SIGKILL)
-            took_over = results_of(follower)[name]
+            took_over = follower.results()[name]
             # The leader's zygote and child stop at its pipe's end of stream.
             assert wait_processes_gone(leader_family, 15) == []
         finally:

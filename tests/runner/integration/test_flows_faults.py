@@ -25,8 +25,6 @@ from runner.sandbox import Sandbox, list_tools_with_token
 from runner.store import TokenStoreWarning
 
 from support.flows import (
-    PARENT_SCRIPT,
-    ParentProcess,
     ProgressLog,
     authorize_and_look,
     callback_target,
@@ -35,13 +33,13 @@ from support.flows import (
     kill_all,
     lease_for_port,
     open_fds,
-    parent_options,
     process_gone,
     still_running,
     wait_for_server_pid,
     wait_processes_gone,
     wait_until,
 )
+from support.parents import start_parent
 
 pytestmark = pytest.mark.anyio
 
@@ -145,14 +143,13 @@ async def test_a_hung_token_endpoint_times_out(tmp_path: Path) -> None:
 @pytest.mark.timeout(90)
 @START_METHODS
 def test_children_exit_when_the_parent_is_killed(tmp_path: Path, start_method: str) -> None:
-    script = tmp_path / "parent.py"
-    script.write_text(PARENT_SCRIPT)
     leases = tmp_path / "leases"
     spawned: set[int] = set()  # the parent's descendants: login children (and a zygote)
     login_children: list[int] = []
     with Sandbox(servers=2) as sb:
-        options = parent_options(sb.config(), tmp_path, mode="async", start_method=start_method)
-        parent = ParentProcess(script, [options])
+        parent = start_parent(
+            tmp_path, sb.config(), mode="async", browser="return", start_method=start_method
+        )
         try:
             lines = parent.expect_lines("BROWSER ", 2, timeout=30)
             ports = {int(line.split()[2]) for line in lines}
@@ -292,16 +289,18 @@ async def test_cancelling_the_call_stops_children_and_releases_everything(
 def test_ctrl_c_stops_the_parent_and_its_children(
     tmp_path: Path, browser: str, start_method: str
 ) -> None:
-    script = tmp_path / "parent.py"
-    script.write_text(PARENT_SCRIPT)
     leases = tmp_path / "leases"
     spawned: set[int] = set()
     with Sandbox(servers=2) as sb:
-        options = parent_options(
-            sb.config(), tmp_path, mode="sync", browser=browser, start_method=start_method
-        )
         # Its own process group, as a terminal's foreground job.
-        parent = ParentProcess(script, [options], new_session=True)
+        parent = start_parent(
+            tmp_path,
+            sb.config(),
+            mode="sync",
+            browser=browser,
+            start_method=start_method,
+            new_session=True,
+        )
         try:
             lines = parent.expect_lines("BROWSER ", 2, timeout=30)
             login_children = [wait_for_server_pid(leases, int(line.split()[2])) for line in lines]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -35,7 +34,7 @@ from runner.hermes_store import HermesTokenStore
 from runner.sandbox import Sandbox
 
 from support.logins import expire, no_pastes, refused_browser
-from support.waiting import bounded
+from support.parents import released_together
 
 pytestmark = pytest.mark.anyio
 
@@ -83,37 +82,10 @@ _PARENT = textwrap.dedent(
 def run_parents(store: TokenStore, leases: Path, name: str, url: str) -> list[dict[str, Any]]:
     """Four processes authorizing one server at once (released together); their reports.
     Blocking: run it in a thread."""
-    read_end, write_end = os.pipe()
-    command = [sys.executable, "-c", _PARENT, str(store.directory), str(leases), name, url]
-    parents: list[subprocess.Popen[str]] = []
-    try:
-        for _ in range(4):
-            parents.append(
-                subprocess.Popen(
-                    [*command, str(read_end)],
-                    pass_fds=(read_end,),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        for parent in parents:
-            assert parent.stdout is not None
-            assert bounded(parent.stdout.readline, 60) == "ready\n"
-        os.close(write_end)
-        write_end = -1
-        outputs = [parent.communicate(timeout=60) for parent in parents]
-    finally:
-        os.close(read_end)
-        if write_end != -1:
-            os.close(write_end)
-        for parent in parents:
-            if parent.poll() is None:
-                parent.kill()
-                parent.wait(10)
-    for (_, err), parent in zip(outputs, parents, strict=True):
-        assert parent.returncode == 0, err[-2000:]
-    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    done = released_together(_PARENT, [str(store.directory), str(leases), name, url], 4)
+    for each in done:
+        assert each.returncode == 0, each.stderr[-2000:]
+    return [json.loads(each.stdout.strip().splitlines()[-1]) for each in done]
 
 
 @pytest.mark.timeout(120)

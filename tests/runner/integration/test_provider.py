@@ -12,8 +12,6 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -42,7 +40,7 @@ from runner.sandbox import Sandbox
 from runner.store import TokenStoreError
 
 from support.logins import LONG_AGO, SandboxBrowser, no_pastes, refused_browser
-from support.waiting import bounded
+from support.parents import released_together
 
 pytestmark = pytest.mark.anyio
 
@@ -300,37 +298,14 @@ def run_workers(
 ) -> tuple[list[tuple[str, str]], list[int]]:
     """Start four workers, release them together once all are ready; their output and exit
     codes. Blocking: run it in a thread."""
-    read_end, write_end = os.pipe()
-    command = [sys.executable, "-c", _WORKER, str(store.directory), name, url, str(read_end)]
-    workers: list[subprocess.Popen[str]] = []
-    try:
-        for _ in range(4):
-            workers.append(
-                subprocess.Popen(
-                    command,
-                    pass_fds=(read_end,),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        for worker in workers:
-            stdout = worker.stdout
-            assert stdout is not None
-            assert bounded(stdout.readline, 60) == "ready\n"
+
+    def nobody_went_yet() -> None:
         assert server_counts()["refresh_token"] == 0  # nobody went before the barrier
-        os.close(write_end)  # the barrier: all four go at once
-        write_end = -1
-        outputs = [worker.communicate(timeout=60) for worker in workers]
-    finally:
-        os.close(read_end)
-        if write_end != -1:
-            os.close(write_end)
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait(10)
-    return outputs, [worker.returncode for worker in workers]
+
+    done = released_together(
+        _WORKER, [str(store.directory), name, url], 4, before_release=nobody_went_yet
+    )
+    return [(each.stdout, each.stderr) for each in done], [each.returncode for each in done]
 
 
 # --- TokenStore.storage -------------------------------------------------------------------------
