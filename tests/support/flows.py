@@ -12,7 +12,7 @@ import http.client
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ import psutil
 from portlease import LeaseRecord, Registry
 from runner import FlowResult, authorize_many
 from runner.events import Event
+
+from support.waiting import wait_until
 
 HOST = "127.0.0.1"
 
@@ -134,17 +136,6 @@ def process_gone(pid: int, started: float | None = None) -> bool:
         return proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds passed; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return bool(predicate())
-        time.sleep(interval)
 
 
 def wait_processes_gone(pids: Iterable[int], timeout: float) -> list[int]:

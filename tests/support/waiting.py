@@ -1,8 +1,10 @@
-"""Calling what may block forever (a FIFO open, a stuck lock) without hanging the suite."""
+"""Waiting, always bounded: for a condition on shared state (polled), and for a call that
+may block forever (a FIFO open, a stuck lock) without hanging the suite."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -33,3 +35,20 @@ def bounded(call: Callable[[], T], timeout: float = PROMPT) -> T:
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        time.sleep(interval)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.005) -> None:
+    """Poll ``condition`` (on shared state, such as a registry) until it holds; fail the test
+    if it does not within ``timeout`` seconds."""
+    assert wait_until(condition, timeout, interval), "condition not reached in time"

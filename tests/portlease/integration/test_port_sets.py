@@ -4,29 +4,17 @@ processes on 127.0.0.1; ordering through pipes and registry conditions, never a 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import subprocess
-import sys
-import textwrap
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from portlease import InvalidRequest, LeaseTimeout, PortBusy, Registry
 from portlease.records import decode_table
 
-CHILD_PRELUDE = """
-import json, os, socket, sys, time
-from portlease import Registry
-def say(*parts):
-    print(*parts, flush=True)
-def hear():
-    return sys.stdin.readline().strip()
-"""
+from support.children import child, read_line, tell
+from support.ports import free_ports
+from support.waiting import wait_for
 
 SET_HOLDER = """
 reg = Registry(sys.argv[1])
@@ -48,68 +36,12 @@ hear()
 """
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "registry")
-
-
-@contextlib.contextmanager
-def child(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD_PRELUDE + textwrap.dedent(code), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
-
-
-def read_line(proc: subprocess.Popen[str]) -> str:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line, f"child {proc.pid} exited early (rc={proc.poll()})"
-    return line.strip()
-
-
-def tell(proc: subprocess.Popen[str], line: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
-
-
 def waiters(registry: Registry) -> list[tuple[int, int]]:
     """(port, ticket) of every waiter entry."""
     if not registry.lease_file.exists():
         return []
     table = decode_table(registry.lease_file.read_bytes())
     return sorted((w.port, w.ticket) for w in table.waiters)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now (bound together so they differ, then closed)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return sorted(s.getsockname()[1] for s in socks)
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_the_first_free_port_of_a_sequence_and_of_a_set(registry: Registry) -> None:
@@ -174,14 +106,14 @@ def test_waiters_for_a_set_are_served_in_arrival_order(registry: Registry) -> No
         child(SET_HOLDER, directory, wanted, "first") as first,
     ):
         # One entry per held port, one ticket.
-        wait_until(lambda: len(waiters(registry)) == 2)
+        wait_for(lambda: len(waiters(registry)) == 2, 30)
         assert len({ticket for _, ticket in waiters(registry)}) == 1
         with child(SET_HOLDER, directory, wanted, "second") as second:
-            wait_until(lambda: len(waiters(registry)) == 4)
+            wait_for(lambda: len(waiters(registry)) == 4, 30)
             b.release()  # the second port frees: the first waiter gets it
             held = read_line(first).split()
             assert held[:2] == ["held", str(ports[1])]
-            wait_until(lambda: len(waiters(registry)) == 2)  # first's entries are gone
+            wait_for(lambda: len(waiters(registry)) == 2, 30)  # first's entries are gone
             a.release()
             held = read_line(second).split()
             assert held[:2] == ["held", str(ports[0])]

@@ -16,9 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
-import textwrap
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,62 +36,8 @@ from portlease import (
 )
 from portlease.records import LeaseTable, WaiterRecord, decode_table, encode_table
 
-from support.waiting import bounded
-
-CHILD_PRELUDE = """
-import json, os, socket, sys, time
-from portlease import Registry
-def say(*parts):
-    print(*parts, flush=True)
-def hear():
-    return sys.stdin.readline().strip()
-"""
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "registry")
-
-
-@contextlib.contextmanager
-def child(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
-    """A Python child running ``code`` with line-based pipes; killed and reaped on exit."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD_PRELUDE + textwrap.dedent(code), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
-
-
-def read_line(proc: subprocess.Popen[str]) -> str:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line, f"child {proc.pid} exited early (rc={proc.poll()})"
-    return line.strip()
-
-
-def tell(proc: subprocess.Popen[str], line: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll a condition on shared state (the registry) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
+from support.children import child, read_line, tell
+from support.waiting import bounded, wait_for
 
 
 def free_port(registry: Registry) -> int:
@@ -289,9 +233,9 @@ def test_fixed_port_goes_to_waiters_in_arrival_order(registry: Registry) -> None
     with child(FIXED_HOLDER, directory, str(port), "first") as first:
         assert read_line(first).startswith("held")
         with child(FIXED_HOLDER, directory, str(port), "second") as second:
-            wait_until(lambda: waiter_count(registry, port) == 1)  # second queued first
+            wait_for(lambda: waiter_count(registry, port) == 1, 20)  # second queued first
             with child(FIXED_HOLDER, directory, str(port), "third") as third:
-                wait_until(lambda: waiter_count(registry, port) == 2)
+                wait_for(lambda: waiter_count(registry, port) == 2, 20)
                 (holder,) = registry.list()
                 assert holder.owner == "first"
                 tell(first, "release")

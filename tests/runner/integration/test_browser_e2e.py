@@ -22,7 +22,8 @@ from portlease import Registry
 from runner import TokenStore, authorize_many
 from runner.sandbox import Sandbox, list_tools_with_token
 
-from support.flows import ProgressLog, child_processes, kill_all, still_running, wait_until
+from support.flows import ProgressLog, child_processes, kill_all, still_running
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.browser]
 

@@ -8,7 +8,6 @@ pre-registered client, and support (or refuse) Client ID Metadata Documents.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from runner.hermes_store import HermesTokenStore
 from runner.sandbox import Sandbox
 
 from support.logins import SandboxBrowser, no_pastes
+from support.ports import free_ports
 
 pytestmark = pytest.mark.anyio
 
@@ -42,19 +42,6 @@ async def session_through(auth: httpx2.Auth, url: str, *, call: bool = False) ->
         if call:
             await session.call_tool("whoami", {})
     return tools
-
-
-def free_ports(count: int) -> frozenset[int]:
-    """Ports free right now, for a document's fixed redirect ports in a test (the default
-    ones, hermes's, may be taken by another test running at the same time)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for each in sockets:
-            each.bind(("127.0.0.1", 0))
-        return frozenset(each.getsockname()[1] for each in sockets)
-    finally:
-        for each in sockets:
-            each.close()
 
 
 # --- challenges after initialize ----------------------------------------------------------------
@@ -146,7 +133,9 @@ async def test_a_preregistered_client_authenticates_as_the_server_accepts(
 async def test_a_client_metadata_document_is_the_client_id_on_one_of_its_ports(
     tmp_path: Path,
 ) -> None:
-    ports = free_ports(3)
+    # The document's fixed redirect ports: free ones, since the default ones (hermes's) may
+    # be taken by another test running at the same time.
+    ports = frozenset(free_ports(3))
     with Sandbox(servers=1, cimd="accept", cimd_ports=tuple(sorted(ports))) as sandbox:
         server = sandbox.servers[0]
         spec = ServerSpec(
@@ -171,7 +160,7 @@ async def test_a_client_metadata_document_is_the_client_id_on_one_of_its_ports(
 async def test_a_refused_document_is_marked_as_hermes_marks_it_and_registration_follows(
     tmp_path: Path,
 ) -> None:
-    ports = free_ports(3)
+    ports = frozenset(free_ports(3))
     with Sandbox(servers=1, cimd="refuse", cimd_ports=tuple(sorted(ports))) as sandbox:
         server = sandbox.servers[0]
         spec = ServerSpec(

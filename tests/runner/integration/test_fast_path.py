@@ -26,9 +26,10 @@ from runner._io._http import tls_context
 from runner.errors import NeedsInteraction
 from runner.sandbox import Sandbox, list_tools_with_token
 
-from support.flows import kill_all, wait_processes_gone, wait_until
+from support.flows import kill_all, wait_processes_gone
 from support.logins import SandboxBrowser, expire, login
 from support.parents import ParentProcess, start_parent
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -37,9 +37,9 @@ from support.flows import (
     still_running,
     wait_for_server_pid,
     wait_processes_gone,
-    wait_until,
 )
 from support.parents import start_parent
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -48,9 +48,9 @@ from support.flows import (
     open_fds,
     process_gone,
     still_running,
-    wait_until,
 )
 from support.logins import SandboxBrowser, no_pastes
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.stress]
 
