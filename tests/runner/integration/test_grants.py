@@ -23,7 +23,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from test_hermes_cli import hermes_login, hermes_reads
 
 from portlease import Registry
 from runner import FlowResult, ServerSpec, TokenStore, authorize_many
@@ -33,6 +32,7 @@ from runner.events import Event, Refreshing
 from runner.hermes_store import HermesTokenStore
 from runner.sandbox import Sandbox
 
+from support.hermes import hermes_login, hermes_reads
 from support.logins import expire, no_pastes, refused_browser
 from support.parents import released_together
 
