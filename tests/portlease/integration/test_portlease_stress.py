@@ -25,6 +25,8 @@ import pytest
 from portlease import Registry
 from portlease.records import decode_table
 
+from support.xdist import shared_directory
+
 PROCESSES = 4
 ITERATIONS = 40
 #: Every HOT_EVERY-th iteration asks for the worker's one fixed port (queueing, FCFS path);
@@ -73,15 +75,6 @@ if __name__ == "__main__":
 """
 
 
-def shared_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The directory every xdist worker of this run shares (per session without xdist)."""
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    directory = root / "shared-registry"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    return directory
-
-
 def overlapping(holds: list[dict[str, float]]) -> list[tuple[dict[str, float], dict[str, float]]]:
     by_port: dict[int, list[dict[str, float]]] = defaultdict(list)
     for hold in holds:
@@ -100,7 +93,7 @@ def overlapping(holds: list[dict[str, float]]) -> list[tuple[dict[str, float], d
 def test_concurrent_leases_never_overlap_or_get_lost(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, round_: int
 ) -> None:
-    directory = shared_directory(tmp_path_factory)
+    directory = shared_directory(tmp_path_factory, "shared-registry")
     registry = Registry(directory)
     with registry.acquire("stress-hot-port") as probe:
         hot_port = probe.port

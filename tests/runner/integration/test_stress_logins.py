@@ -51,6 +51,7 @@ from support.flows import (
 )
 from support.logins import SandboxBrowser, no_pastes
 from support.waiting import wait_until
+from support.xdist import shared_directory
 
 pytestmark = [pytest.mark.anyio, pytest.mark.stress]
 
@@ -64,14 +65,10 @@ LOGIN_TIMEOUT = 50.0
 
 def shared_directories(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The lease and token directories every xdist worker of this run shares."""
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    found = []
-    for name in ("shared-login-leases", "shared-login-tokens"):
-        directory = root / name
-        directory.mkdir(mode=0o700, exist_ok=True)
-        found.append(directory)
-    return found[0], found[1]
+    return (
+        shared_directory(tmp_path_factory, "shared-login-leases"),
+        shared_directory(tmp_path_factory, "shared-login-tokens"),
+    )
 
 
 def hostile(port: int, state: str, issuer: str) -> tuple[list[Reply], list[socket.socket]]:
