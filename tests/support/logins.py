@@ -107,7 +107,7 @@ async def login(
 
 
 def expire(store: TokenStore, name: str) -> StoredLogin:
-    """Make ``name``'s stored login long expired (its refresh token is still good); returns
+    """Make ``name``'s stored login long expired (its refresh token is left as it was); returns
     the record as saved."""
     stored = store.load(name)
     assert stored is not None
