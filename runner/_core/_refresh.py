@@ -13,7 +13,7 @@ Invariants:
   or ``invalid_client``: the server said the grant is dead; ``code`` says which) or
   ``RefreshFailed`` (anything else: ``temporary`` for 408/425/429/5xx, else a refusal
   that condemns nothing or an answer that is no token response), whatever the status and
-  body (property-tested, ``tests/unit/test_refresh.py``); the record it returns encodes and
+  body (property-tested, ``tests/runner/unit/test_refresh.py``); the record it returns encodes and
   decodes (``StoredLogin.from_dict(r.to_dict())``) and keeps ``granted_by``;
 - a refresh response without a refresh token keeps the old one, and one without a scope
   keeps the old scope (RFC 6749 §6; the SDK does the same); the client registration and

@@ -316,8 +316,8 @@ class RunnerProvider(OAuthClientProvider):
                 return held.tokens.access_token  # renewed meanwhile by another request
             return await self._renew(request, held)
 
-    def _usable(self, login: StoredLogin) -> bool:
-        """Whether the renewal policy uses ``login`` as it is now."""
+    def _usable(self, login: StoredLogin, now: float | None = None) -> bool:
+        """Whether the renewal policy uses ``login`` as it is ``now`` (default: the clock)."""
         kept = (
             self._kept_to_expiry is not None and login.tokens.access_token == self._kept_to_expiry
         )
@@ -327,7 +327,7 @@ class RunnerProvider(OAuthClientProvider):
             server_url=self.spec.url,
             client_id=self.spec.client_id,
             scope=self.spec.scope,
-            now=time.time(),
+            now=time.time() if now is None else now,
             interactive=self._interactive,
             margin=0.0 if kept else self._margin,
         )

@@ -426,6 +426,7 @@ def test_status_and_the_provider_agree_on_every_login(
 ) -> None:
     from runner._cli._main import _login_state
 
+    now = time.time()  # one clock reading for both: a login on the boundary must not flip
     tokens: dict[str, Any] = {"access_token": "at", "token_type": "Bearer"}
     if expires_in is not None:
         tokens["expires_in"] = expires_in
@@ -436,7 +437,7 @@ def test_status_and_the_provider_agree_on_every_login(
             "version": 1,
             "server_url": URL,
             "tokens": tokens,
-            "expires_at": None if left is None else time.time() + left,
+            "expires_at": None if left is None else now + left,
             "client_info": {"client_id": "c", "redirect_uris": [str(_client().redirect_uris[0])]}
             if client
             else None,
@@ -451,5 +452,5 @@ def test_status_and_the_provider_agree_on_every_login(
     )
     spec = ServerSpec(name="srv", url=URL)
     provider = runner.provider(spec, store=TokenStore(tmp_path / "never-written"))
-    status = _login_state(spec, login, time.time())
-    assert provider._usable(login) is (status == "logged in"), status
+    status = _login_state(spec, login, now)
+    assert provider._usable(login, now) is (status == "logged in"), status
