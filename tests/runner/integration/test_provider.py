@@ -424,7 +424,7 @@ def test_status_and_the_provider_agree_on_every_login(
     client: bool,
     metadata: bool,
 ) -> None:
-    from runner._cli._main import _login_state
+    from runner._cli._status import login_state_words as _login_state
 
     now = time.time()  # one clock reading for both: a login on the boundary must not flip
     tokens: dict[str, Any] = {"access_token": "at", "token_type": "Bearer"}

@@ -13,7 +13,7 @@ import pytest
 from mcp.shared.auth import OAuthToken
 
 from runner import FlowResult, events
-from runner._cli._main import _Live
+from runner._cli._authorize import Live as _Live
 from runner._parent._progress import event_progress, log_progress
 from runner.errors import ClientMetadataRefused, FlowTimeout, RefreshFailed
 

@@ -1,0 +1,191 @@
+"""``authorize``: log in to every OAuth server of a hermes config at once, one line per step
+per server (the live view, ``Live``, matching on the progress events' types), then a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import webbrowser
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import anyio
+
+from runner._cli._common import load_config, reported_warnings, table
+from runner._core._events import (
+    CallbackReceived,
+    Event,
+    Finished,
+    Listening,
+    PasteNotUsed,
+    PasteRefused,
+    Refreshing,
+    UsingStoredLogin,
+    WaitingForBrowser,
+)
+from runner._core._spec import FlowResult, ServerSpec
+from runner._parent._offloop import register_system_browsers
+from runner._parent._runner import authorize_many
+from runner._parent._terminal import stdin_is_terminal
+from runner._stores._token_store import TokenStore
+
+__all__ = ["Live", "authorize"]
+
+
+def without_name(name: str, message: str) -> str:
+    """A login's error without the server's name it starts with (the line shows it)."""
+    return message[len(name) + 2 :] if message.startswith(f"{name}: ") else message
+
+
+@dataclass
+class Live:
+    """One line per server per step (``progress`` and the browser call this, from daemon
+    threads: a lock keeps each line whole). The paste prompt is printed once."""
+
+    out: IO[str]
+    prompt: bool
+    started: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    how: dict[str, str] = field(default_factory=dict)
+    prompted: bool = False
+
+    def line(self, name: str, text: str) -> None:
+        with self.lock:
+            elapsed = time.monotonic() - self.started
+            print(f"{elapsed:6.1f}s  {name:<16} {text}", file=self.out, flush=True)
+
+    def progress(self, event: Event) -> None:
+        match event:
+            case PasteNotUsed(name=None):
+                self.line("paste", f"{event}; paste again")
+            case PasteNotUsed(name=str(name)) | PasteRefused(name=str(name)):
+                self.line(name, f"{event}; paste again")
+            case UsingStoredLogin(name=str(name)):
+                self.how[name] = "stored login"
+                self.line(name, "reusing its stored login")
+            case Refreshing(name=str(name)):
+                self.how[name] = "refreshed"
+                self.line(name, "refreshing its stored login")
+            case WaitingForBrowser(name=str(name)):
+                self.line(name, "waiting for the browser")
+                if self.prompt:
+                    self._prompt()
+            case CallbackReceived(name=str(name), source=source):
+                self.how[name] = "pasted" if source == "paste" else "browser"
+                self.line(name, "exchanging the code for tokens")
+            case Finished(name=name, result=result):
+                if result.error is not None:
+                    self.line(name, f"failed: {without_name(name, str(result.error))}")
+                else:
+                    self.line(name, "done" if result.tokens is not None else str(event))
+            case Listening():
+                pass  # the URL line says the port
+            case _:
+                self.line(event.name or "runner", str(event))
+
+    def _prompt(self) -> None:
+        with self.lock:
+            if self.prompted:
+                return
+            self.prompted = True
+            print(
+                "\nIf the browser cannot reach this machine, paste the address it lands on "
+                "here (for any of the logins) and press Enter.\n",
+                file=self.out,
+                flush=True,
+            )
+
+    def browser(self, *, open_it: bool) -> Callable[[str, ServerSpec], None]:
+        def browser(url: str, spec: ServerSpec) -> None:
+            self.line(spec.name, f"open this URL to log in: {url}")
+            if not open_it:
+                return
+            try:
+                opened = webbrowser.open(url)
+            except Exception:
+                opened = False
+            if not opened:
+                self.line(spec.name, "no browser could be opened: open the URL above yourself")
+
+        return browser
+
+
+async def run_authorize(
+    specs: list[ServerSpec], store: TokenStore, timeout: float, live: Live, open_it: bool
+) -> dict[str, FlowResult]:
+    return await authorize_many(
+        specs,
+        store=store,
+        timeout=timeout,
+        browser=live.browser(open_it=open_it),
+        progress=live.progress,
+    )
+
+
+def authorize(args: argparse.Namespace) -> int:
+    config, place = load_config(args)
+    out = sys.stderr if args.json else sys.stdout
+    live = Live(out=out, prompt=stdin_is_terminal())
+    if not args.json:
+        print(f"config: {place.config}\ntokens: {place.token_dir}", file=out, flush=True)
+    for name, reason in config.skipped:
+        live.line(name, f"skipped: {reason}")
+    for name, notes in config.notes.items():
+        for note in notes:
+            live.line(name, f"note: {note}")
+    results: dict[str, FlowResult] = {}
+    if config.specs and not args.no_browser:
+        register_system_browsers()  # before logins open them from their threads
+    if config.specs:
+        with reported_warnings(out):
+            results = anyio.run(
+                run_authorize, config.specs, place.store, args.timeout, live, not args.no_browser
+            )
+    servers: list[dict[str, Any]] = [
+        {
+            "name": r.name,
+            "ok": r.ok,
+            "how": live.how.get(r.name) or ("browser" if r.interactive else "-"),
+            "port": r.port,
+            "elapsed": round(r.elapsed, 3),
+            "error": None if r.error is None else str(r.error),
+            "error_type": None if r.error is None else type(r.error).__name__,
+        }
+        for r in results.values()
+    ]
+    ok = all(r.ok for r in results.values())
+    if args.json:
+        document = {
+            "config": str(place.config),
+            "token_dir": str(place.token_dir),
+            "ok": ok,
+            "servers": servers,
+            "skipped": [{"name": n, "reason": r} for n, r in config.skipped],
+        }
+        print(json.dumps(document, indent=2), flush=True)
+        return 0 if ok else 1
+    rows = [["SERVER", "RESULT", "HOW", "PORT", "TIME", "DETAIL"]]
+    for row in servers:
+        rows.append(
+            [
+                str(row["name"]),
+                "ok" if row["ok"] else "FAILED",
+                str(row["how"]),
+                str(row["port"] or "-"),
+                f"{row['elapsed']:.1f}s",
+                "-" if row["ok"] else f"{row['error_type']}: {row['error']}",
+            ]
+        )
+    rows += [[n, "skipped", "-", "-", "-", r] for n, r in config.skipped]
+    print()
+    if len(rows) == 1:
+        print(f"no mcp_servers in {place.config}: nothing to log in to")
+        return 0
+    print(table(rows))
+    good = sum(1 for r in results.values() if r.ok)
+    print(f"\n{good}/{len(results)} OAuth servers logged in, {len(config.skipped)} skipped")
+    return 0 if ok else 1
