@@ -17,6 +17,7 @@ the last::
     ...
     LoggingIn, PortTaken?, Listening, NotChallenged | (WaitingForBrowser, BrowserFailed?,
         PasteRefused*, CallbackReceived), RegisteringDynamically?  (then once more)
+        | (DeviceCodeIssued, CallbackReceived)     (a device login: flow "device")
     Finished                                       (always; exactly once per login)
 
 Guaranteed: ``Finished`` comes once per server and last of that server's events; the
@@ -30,6 +31,7 @@ from __future__ import annotations
 from runner._core._events import (
     BrowserFailed,
     CallbackReceived,
+    DeviceCodeIssued,
     Event,
     Finished,
     Listening,
@@ -51,6 +53,7 @@ from runner._core._events import (
 __all__ = [
     "BrowserFailed",
     "CallbackReceived",
+    "DeviceCodeIssued",
     "Event",
     "Finished",
     "Listening",

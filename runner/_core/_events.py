@@ -10,6 +10,7 @@ from runner.errors import FlowError
 __all__ = [
     "BrowserFailed",
     "CallbackReceived",
+    "DeviceCodeIssued",
     "Event",
     "Finished",
     "Listening",
@@ -182,6 +183,29 @@ class WaitingForBrowser(Event):
 
 
 @dataclass(frozen=True)
+class DeviceCodeIssued(Event):
+    """A device login (``ServerSpec.flow == "device"``, RFC 8628) needs a person: open
+    ``verification_uri`` on any device (a phone will do) and enter ``user_code``, within
+    ``expires_in`` seconds. No browser is opened and no paste is read for it.
+
+    Attributes:
+        user_code: The short code the person enters.
+        verification_uri: Where to enter it.
+        verification_uri_complete: The same address with the code in it (for a link or a
+            QR code), if the server gave one.
+        expires_in: Seconds the code lives.
+    """
+
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    expires_in: float
+
+    def __str__(self) -> str:
+        return f"open {self.verification_uri} on any device and enter the code {self.user_code}"
+
+
+@dataclass(frozen=True)
 class BrowserFailed(Event):
     """The host's ``browser`` raised: a person must open ``url`` some other way (the login
     goes on waiting, for a callback or a paste).
@@ -223,11 +247,14 @@ class PasteNotUsed(Event):
 @dataclass(frozen=True)
 class CallbackReceived(Event):
     """The authorization server's answer arrived, at the callback URL (``source`` "http":
-    the browser's redirect) or pasted ("paste"): the code is being exchanged for tokens."""
+    the browser's redirect) or pasted ("paste"): the code is being exchanged for tokens.
+    ``source`` "device": a device login was approved; its tokens are being checked."""
 
     source: str
 
     def __str__(self) -> str:
+        if self.source == "device":
+            return "approved on the device; checking the tokens"
         return f"callback received ({self.source}); getting tokens"
 
 

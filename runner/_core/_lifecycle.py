@@ -8,7 +8,8 @@ nothing about a message itself. Invariants:
 - the state only moves along ``_TRANSITIONS`` (data, not code); ``LoginFailed`` ends any
   non-final state; any other message is a protocol violation;
 - ``SUCCEEDED`` and ``FAILED`` are final: nothing is accepted after them;
-- a login reaches ``SUCCEEDED`` through a person (``WAITING_FOR_USER`` -> ``EXCHANGING``),
+- a login reaches ``SUCCEEDED`` through a person (``WAITING_FOR_USER`` -> ``EXCHANGING``;
+  for a device login, ``CallbackAccepted(source="device")`` is the approval),
   or straight from ``LISTENING`` when the server asked for no login (``NotChallenged``:
   a success without tokens, ``Defer``). Stored and refreshed tokens never reach a child:
   the parent answers those itself;
@@ -22,6 +23,7 @@ nothing about a message itself. Invariants:
 ::
 
     STARTING --ServerReady--> LISTENING --AuthorizationStarted--> WAITING_FOR_USER
+        LISTENING --DeviceAuthorizationStarted--> WAITING_FOR_USER   (a device login)
         LISTENING --NotChallenged--> SUCCEEDED             (no login needed yet)
         WAITING_FOR_USER --CallbackRejected--> WAITING_FOR_USER
         WAITING_FOR_USER --CallbackAccepted--> EXCHANGING --TokensIssued--> SUCCEEDED
@@ -41,6 +43,7 @@ from runner._core._messages import (
     AuthorizationStarted,
     CallbackAccepted,
     CallbackRejected,
+    DeviceAuthorizationStarted,
     LoginFailed,
     Message,
     NotChallenged,
@@ -88,6 +91,7 @@ _TRANSITIONS: Final[Mapping[tuple[LoginState, type[Message]], LoginState]] = typ
     {
         (_S.STARTING, ServerReady): _S.LISTENING,
         (_S.LISTENING, AuthorizationStarted): _S.WAITING_FOR_USER,
+        (_S.LISTENING, DeviceAuthorizationStarted): _S.WAITING_FOR_USER,
         (_S.LISTENING, NotChallenged): _S.SUCCEEDED,
         (_S.WAITING_FOR_USER, CallbackRejected): _S.WAITING_FOR_USER,
         (_S.WAITING_FOR_USER, CallbackAccepted): _S.EXCHANGING,
@@ -234,6 +238,21 @@ class LoginMachine:
                     ArmPastes(state),
                     Report(events.WaitingForBrowser(self.name)),
                     OpenBrowser(url),
+                )
+            case DeviceAuthorizationStarted():
+                # No pastes armed (no callback will come) and no browser opened: the person
+                # uses any device of theirs; the event tells the host what to show them.
+                return (
+                    MarkInteractive(),
+                    Report(
+                        events.DeviceCodeIssued(
+                            self.name,
+                            message.user_code,
+                            message.verification_uri,
+                            message.verification_uri_complete,
+                            message.expires_in,
+                        )
+                    ),
                 )
             case CallbackRejected(reason=reason):
                 return (Report(events.PasteRefused(self.name, reason)),)

@@ -7,8 +7,8 @@ Both ends import this module and nothing else defines a message shape. Invariant
   (the parent then treats the child as crashed: it never guesses);
 - parent -> child messages are commands (``StartLogin``, ``DeliverCallback``,
   ``Shutdown``); child -> parent messages are past-tense facts (``ServerReady``,
-  ``AuthorizationStarted``, ``CallbackRejected``, ``CallbackAccepted``,
-  ``TokensIssued``, ``NotChallenged``, ``LoginFailed``);
+  ``AuthorizationStarted``, ``DeviceAuthorizationStarted``, ``CallbackRejected``,
+  ``CallbackAccepted``, ``TokensIssued``, ``NotChallenged``, ``LoginFailed``);
 - secrets (tokens, client secrets, codes, pasted queries) never appear in ``repr``;
 - a line is at most ``MAX_LINE_BYTES`` and nested at most ``MAX_NESTING`` deep; a longer
   or deeper one is a violation, not a buffer;
@@ -32,6 +32,7 @@ from typing import Any, Final
 from runner._core._loopback import LOOPBACK_HOSTS, netloc_host
 
 __all__ = [
+    "FLOWS",
     "MAX_LINE_BYTES",
     "MAX_NESTING",
     "PROTOCOL_VERSION",
@@ -40,6 +41,7 @@ __all__ = [
     "CallbackRejected",
     "ChildMessage",
     "DeliverCallback",
+    "DeviceAuthorizationStarted",
     "LoginFailed",
     "Message",
     "NotChallenged",
@@ -53,7 +55,7 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 4
+PROTOCOL_VERSION: Final = 5
 MAX_LINE_BYTES: Final = 1 << 20
 #: The deepest nesting a line may have. The deepest message, a login record inside
 #: ``TokensIssued.record``, is under ten levels; ``runner._core._stored`` refuses records deeper
@@ -61,6 +63,8 @@ MAX_LINE_BYTES: Final = 1 << 20
 #: on a value ``decode`` accepted.
 MAX_NESTING: Final = 64
 _MAX_PORT: Final = 65535
+#: The login flows a ``StartLogin`` may ask for (``ServerSpec.flow``).
+FLOWS: Final = ("browser", "device")
 
 
 class ProtocolViolation(Exception):
@@ -87,7 +91,9 @@ class StartLogin:
     refreshes);
     ``client_metadata_url`` is the Client ID Metadata Document to present, when the
     leased port is one it names; ``token_endpoint_auth_method`` is the configured method
-    of a pre-registered client (None: chosen from what the server supports).
+    of a pre-registered client (None: chosen from what the server supports). ``flow`` is
+    ``"browser"`` (the authorization code grant, through the listener) or ``"device"`` (the
+    device authorization grant, RFC 8628: the listener serves no callback).
     """
 
     name: str
@@ -106,8 +112,11 @@ class StartLogin:
     challenge: str | None = None
     client_metadata_url: str | None = None
     token_endpoint_auth_method: str | None = None
+    flow: str = "browser"
 
     def __post_init__(self) -> None:
+        if self.flow not in FLOWS:
+            raise ProtocolViolation("StartLogin.flow is not a known flow")
         if self.redirect_host not in LOOPBACK_HOSTS:
             raise ProtocolViolation("StartLogin.redirect_host is not a loopback host")
         if not 0 < self.redirect_port <= _MAX_PORT:
@@ -153,6 +162,18 @@ class AuthorizationStarted:
 
 
 @dataclass(frozen=True)
+class DeviceAuthorizationStarted:
+    """A device login began (RFC 8628): a person must open ``verification_uri`` on any
+    device and enter ``user_code`` (or open ``verification_uri_complete``, which carries
+    it) within ``expires_in`` seconds. The device code itself never crosses the channel."""
+
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    expires_in: float
+
+
+@dataclass(frozen=True)
 class CallbackRejected:
     """A pasted callback was not accepted; ``reason`` is safe to show the user."""
 
@@ -162,7 +183,9 @@ class CallbackRejected:
 
 @dataclass(frozen=True)
 class CallbackAccepted:
-    """A valid callback arrived (``source``: "http" or "paste"); tokens are being fetched."""
+    """A valid callback arrived (``source``: "http" or "paste"); tokens are being fetched.
+    ``source`` "device": a device login was approved (the token endpoint granted the device
+    code); the tokens are being checked with the server."""
 
     source: str
 
@@ -196,6 +219,7 @@ ParentMessage = StartLogin | DeliverCallback | Shutdown
 ChildMessage = (
     ServerReady
     | AuthorizationStarted
+    | DeviceAuthorizationStarted
     | CallbackRejected
     | CallbackAccepted
     | TokensIssued
@@ -213,6 +237,7 @@ _TYPES: Final[Mapping[str, type[Any]]] = types.MappingProxyType(
             Shutdown,
             ServerReady,
             AuthorizationStarted,
+            DeviceAuthorizationStarted,
             CallbackRejected,
             CallbackAccepted,
             TokensIssued,

@@ -65,6 +65,10 @@ SENTENCES: list[tuple[events.Event, str]] = [
     (events.PasteNotUsed(None, "that is not a callback URL"), "that is not a callback URL"),
     (events.CallbackReceived("srv", "paste"), "callback received (paste); getting tokens"),
     (
+        events.DeviceCodeIssued("srv", "WDJB-MJHT", "https://as.test/device", None, 600.0),
+        "open https://as.test/device on any device and enter the code WDJB-MJHT",
+    ),
+    (
         events.RegisteringDynamically("srv", ClientMetadataRefused("srv: refused the document")),
         "srv: refused the document; registering dynamically instead",
     ),

@@ -32,6 +32,13 @@ REJECTED = m.CallbackRejected(status=400, reason="r")
 ACCEPTED = m.CallbackAccepted(source="http")
 TOKENS = m.TokensIssued(record={}, interactive=True)
 NOT_CHALLENGED = m.NotChallenged(status=200)
+DEVICE = m.DeviceAuthorizationStarted(
+    user_code="WDJB-MJHT",
+    verification_uri="http://127.0.0.1:9/device",
+    verification_uri_complete=None,
+    expires_in=600.0,
+)
+APPROVED = m.CallbackAccepted(source="device")
 FAILED = m.LoginFailed(kind="FlowTimeout", message="m")
 
 
@@ -46,6 +53,35 @@ def test_a_browser_login() -> None:
     assert run(READY, STARTED, REJECTED, REJECTED, ACCEPTED, TOKENS) is S.SUCCEEDED
 
 
+def test_a_device_login() -> None:
+    assert run(READY, DEVICE, APPROVED, TOKENS) is S.SUCCEEDED
+
+
+def test_a_device_login_reports_the_code_and_neither_arms_pastes_nor_opens_a_browser() -> None:
+    step = MACHINE.advance(S.LISTENING, DEVICE)
+    assert step == Step(
+        S.WAITING_FOR_USER,
+        (
+            MarkInteractive(),
+            Report(
+                events.DeviceCodeIssued(
+                    "srv", "WDJB-MJHT", "http://127.0.0.1:9/device", None, 600.0
+                )
+            ),
+        ),
+    )
+    assert str(step.actions[1].event) == (  # type: ignore[union-attr]
+        "open http://127.0.0.1:9/device on any device and enter the code WDJB-MJHT"
+    )
+
+
+def test_a_device_approval_is_reported() -> None:
+    step = MACHINE.advance(S.WAITING_FOR_USER, APPROVED)
+    assert step == Step(
+        S.EXCHANGING, (DisarmPastes(), Report(events.CallbackReceived("srv", "device")))
+    )
+
+
 def test_a_server_that_asks_for_no_login_is_a_success_without_tokens() -> None:
     assert run(READY, NOT_CHALLENGED) is S.SUCCEEDED
     step = MACHINE.advance(S.LISTENING, NOT_CHALLENGED)
@@ -57,7 +93,13 @@ def test_a_server_that_asks_for_no_login_is_a_success_without_tokens() -> None:
 
 @pytest.mark.parametrize(
     "events",
-    [(FAILED,), (READY, FAILED), (READY, STARTED, FAILED), (READY, STARTED, ACCEPTED, FAILED)],
+    [
+        (FAILED,),
+        (READY, FAILED),
+        (READY, STARTED, FAILED),
+        (READY, STARTED, ACCEPTED, FAILED),
+        (READY, DEVICE, FAILED),
+    ],
 )
 def test_failure_is_allowed_from_any_live_state(events: tuple[m.ChildMessage, ...]) -> None:
     assert run(*events) is S.FAILED
@@ -75,6 +117,10 @@ def test_failure_is_allowed_from_any_live_state(events: tuple[m.ChildMessage, ..
         (READY, ACCEPTED),  # a callback before any authorization URL
         (READY, STARTED, STARTED),
         (READY, STARTED, TOKENS),  # tokens without a callback
+        (READY, DEVICE, TOKENS),  # tokens without an approval
+        (READY, STARTED, DEVICE),  # two logins in one child
+        (READY, DEVICE, DEVICE),
+        (DEVICE,),  # before the child serves
         (READY, STARTED, ACCEPTED, REJECTED),
         (READY, NOT_CHALLENGED, FAILED),  # nothing after a final state
         (READY, FAILED, TOKENS),
@@ -197,6 +243,7 @@ def test_a_line_that_is_no_message_fails_the_login() -> None:
 ALL_MESSAGES: tuple[m.Message, ...] = (
     READY,
     STARTED,
+    DEVICE,
     REJECTED,
     ACCEPTED,
     m.TokensIssued(record=LOGIN_RECORD, interactive=True),
