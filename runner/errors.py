@@ -15,6 +15,7 @@ Every outcome of a login that is not a token is a ``FlowError``, carried in
      │    └── LauncherError       (also RuntimeError) a child could not be started
      ├── OAuthProtocolError
      │    └── ClientMetadataRefused
+     ├── ServerUnreachable      the MCP or authorization server could not be connected to
      ├── RefreshRefused
      ├── RefreshFailed
      ├── AccessRefused
@@ -23,7 +24,8 @@ Every outcome of a login that is not a token is a ``FlowError``, carried in
 The token stores' own errors, raised by their methods (``TokenStore``, ``HermesTokenStore``)::
 
     TokenStoreError             the store cannot do what was asked; nothing moved or deleted
-     └── LoginLockTimeout         another process kept a server's login lock past the timeout
+     ├── LoginLockTimeout         another process kept a server's login lock past the timeout
+     └── NotALoginFile            logout found a file it cannot read as a login; left alone
 
 Every ``FlowError`` pickles and crosses the parent/child pipe by name (``to_wire`` /
 ``error_from_wire``), so a child can report a typed failure.
@@ -36,7 +38,8 @@ and every lease released first::
     UserWarning
      ├── HostCallbackWarning    a browser, pastes or progress callback raised or hung
      ├── LoginCleanupWarning    tidying up after a login failed; its result is kept
-     └── TokenStoreWarning      a token file was unreadable (kept aside) or not saved
+     ├── TokenStoreWarning      a token file was unreadable (kept aside) or not saved
+     └── RevocationWarning      logged out, but a token may still be alive at its server
 """
 
 from __future__ import annotations
@@ -62,9 +65,12 @@ __all__ = [
     "LoginLockTimeout",
     "LoginLockUnavailable",
     "NeedsInteraction",
+    "NotALoginFile",
     "OAuthProtocolError",
     "RefreshFailed",
     "RefreshRefused",
+    "RevocationWarning",
+    "ServerUnreachable",
     "TokenStoreError",
     "TokenStoreWarning",
     "error_from_wire",
@@ -141,6 +147,13 @@ class LauncherError(FlowCrashed, RuntimeError):
 
 class OAuthProtocolError(FlowError):
     """Discovery, registration, token exchange or an issuer check failed."""
+
+
+class ServerUnreachable(FlowError):
+    """A server of the login (the MCP server or its authorization server) could not be
+    connected to: refused, no route, a name that does not resolve, a TLS handshake that
+    failed. ``str(err)`` names the URL and says "could not connect"; nothing was sent, so
+    trying again later (or fixing the ``url``) is what to do."""
 
 
 class ClientMetadataRefused(OAuthProtocolError):
@@ -240,6 +253,20 @@ class LoginLockTimeout(TokenStoreError):
     (it is logging in to that server, or refreshing its tokens)."""
 
 
+class NotALoginFile(TokenStoreError):
+    """Logout found a file where a server's login is kept (or one ``logout --all`` would
+    take for one) that it cannot read as a login of this store: not a login record, a
+    symlink, unreadable, or named so that no server name maps to it. It is left alone,
+    never deleted; ``str(err)`` names it, says why and what to do."""
+
+
+class RevocationWarning(UserWarning):
+    """Logged out (the login's files are removed), but a token's revocation did not happen
+    (the revocation endpoint was down, answered 5xx or an error, timed out, or belongs to
+    another issuer than the one that granted the token): the message names each token that
+    may still be alive at the server and why."""
+
+
 class TokenStoreWarning(UserWarning):
     """A token file was unreadable and has been moved aside (the server logs in again), or
     delivered tokens could not be saved (the next run logs in again)."""
@@ -279,6 +306,7 @@ _BY_NAME: Final[Mapping[str, type[FlowError]]] = types.MappingProxyType(
             FlowCrashed,
             OAuthProtocolError,
             ClientMetadataRefused,
+            ServerUnreachable,
             RefreshRefused,
             AccessRefused,
             LauncherError,

@@ -66,13 +66,16 @@ from urllib.parse import urlsplit
 
 from runner._core._entries import hermes_safe_name
 from runner._core._spec import check_server_name
-from runner._core._stored import STORE_VERSION, InvalidLoginRecord, StoredLogin
+from runner._core._stored import MAX_EXPIRES_AT, STORE_VERSION, InvalidLoginRecord, StoredLogin
 from runner._stores._token_store import (
     MAX_TOKEN_FILE_BYTES,
+    Survey,
     TokenStore,
     TokenStoreError,
     TokenStoreWarning,
+    _stranger,
 )
+from runner.errors import InvalidServerSpec, NotALoginFile
 from statefiles import (
     UnreadableStateFile,
     decode_json,
@@ -193,6 +196,92 @@ class HermesTokenStore(TokenStore):
             if n.endswith(_TOKENS) and not n.endswith(suffixes) and not n.startswith(".")
         )
 
+    def read_own(self, name: str) -> StoredLogin | None:
+        """``name``'s login as hermes stored it, read without moving anything, or None when
+        it has no token file. The token file must be a JSON object whose fields (hermes's
+        ``expires_at`` and ``hermes_issuer`` aside) are an ``OAuthToken``; its companions are
+        read as ``load`` reads them (an unreadable one is a ``TokenStoreWarning``).
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+            NotALoginFile: the token file is not hermes's token file; it is left alone.
+            TokenStoreError: reading failed for a reason of the moment.
+        """
+        path = self.path_for(name)
+        try:
+            raw = read_state_file(path, limit=MAX_TOKEN_FILE_BYTES)
+        except UnreadableStateFile as exc:
+            raise _stranger(path, exc.reason) from None
+        except OSError as exc:
+            raise TokenStoreError(
+                path, f"cannot read {path} now ({_why(exc)}); it was left in place"
+            ) from exc
+        if raw is None:
+            return None
+        try:
+            data = decode_json(raw, path=path)
+            if not isinstance(data, dict):
+                raise InvalidLoginRecord("not a JSON object")
+            tokens = {k: v for k, v in data.items() if k not in _EXTRA_KEYS}
+            StoredLogin.from_dict(
+                {
+                    "version": STORE_VERSION,
+                    "server_url": "http://unknown.invalid/",
+                    "tokens": tokens,
+                }
+            )
+        except (UnreadableStateFile, InvalidLoginRecord) as exc:
+            why = exc.reason if isinstance(exc, UnreadableStateFile) else str(exc)
+            raise _stranger(path, why) from None
+        return self.load(name)
+
+    def survey(self) -> Survey:
+        """What ``logout --all`` may log out here: the names whose hermes token file
+        (``<safe>.json``) reads as one, when the stem is a server name that
+        ``hermes_safe_name`` keeps as it is; every other token file is a ``NotALoginFile``
+        (never removed): hermes names it so, but no server name here maps to it (log it out
+        in hermes), or it is not a token file. Companions (``.client.json``,
+        ``.meta.json``) are not token files; dot files are not looked at.
+
+        Raises:
+            TokenStoreError: the directory is a symlink or unsafe, or cannot be listed.
+        """
+        self.check_own_directory()
+        if not self._check_directory(create=False):
+            return Survey((), ())
+        logins: list[str] = []
+        strangers: list[NotALoginFile] = []
+        for entry in self._entries():
+            if not entry.endswith(_TOKENS) or entry.endswith((_CLIENT, _META)):
+                continue
+            if entry.startswith("."):
+                continue
+            stem = entry[: -len(_TOKENS)]
+            path = self.directory / entry
+            try:
+                name = check_server_name(stem)
+                spellable = hermes_safe_name(name) == stem
+            except InvalidServerSpec:
+                spellable = False
+            if not spellable:
+                strangers.append(
+                    NotALoginFile(
+                        path,
+                        f"{path}: no server name here maps to hermes's file name {stem!r}; "
+                        "left alone: log it out in hermes, or remove its files yourself",
+                    )
+                )
+                continue
+            try:
+                self.read_own(stem)
+            except NotALoginFile as exc:
+                strangers.append(exc)
+            except TokenStoreError as exc:
+                strangers.append(NotALoginFile(exc.path, exc.message))
+            else:
+                logins.append(stem)
+        return Survey(tuple(logins), tuple(strangers))
+
     #: hermes takes the same lock to refresh: ``TokenStore.hold`` locks ``lock_path_for``.
     _LOCK_HOLDERS: ClassVar[str] = "hermes refreshing it, or another login (its refresh lock)"
 
@@ -231,8 +320,12 @@ class HermesTokenStore(TokenStore):
         except OSError:
             mtime = time.time()
         expires_at: Any = token_data.get("expires_at")
-        if expires_at is None and isinstance(tokens.get("expires_in"), int | float):
-            expires_at = mtime + tokens["expires_in"]  # hermes's rule for older files
+        lifetime = tokens.get("expires_in")
+        if expires_at is None and isinstance(lifetime, int | float):
+            # hermes's rule for older files. Bounded before the sum: an integer beyond a
+            # float's range would raise OverflowError; the record clamps the result.
+            lifetime = min(max(lifetime, -MAX_EXPIRES_AT), MAX_EXPIRES_AT)
+            expires_at = mtime + lifetime
         if isinstance(client, dict):
             client = _coerce_secret_method(client)
         url = server_url if server_url is not None else self.server_urls.get(name, "")

@@ -46,6 +46,7 @@ advisory and local). Every call does blocking disk I/O: call it off an event loo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -61,7 +62,13 @@ import filelock
 from runner._core._spec import check_server_name
 from runner._core._stored import STORE_VERSION, InvalidLoginRecord, StoredLogin
 from runner._stores._sdk_storage import StoreTokenStorage
-from runner.errors import LoginLockTimeout, TokenStoreError, TokenStoreWarning
+from runner.errors import (
+    InvalidServerSpec,
+    LoginLockTimeout,
+    NotALoginFile,
+    TokenStoreError,
+    TokenStoreWarning,
+)
 from statefiles import (
     UnreadableStateFile,
     UnsafeDirectory,
@@ -78,6 +85,7 @@ __all__ = [
     "InvalidLoginRecord",
     "LoginLockTimeout",
     "StoredLogin",
+    "Survey",
     "TokenStore",
     "TokenStoreError",
     "TokenStoreWarning",
@@ -107,6 +115,28 @@ def default_store_dir() -> Path:
 
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def _stranger(path: Path, why: str) -> NotALoginFile:
+    return NotALoginFile(
+        path,
+        f"{path} is not a login of this store ({why}); left alone: move or remove it "
+        "yourself if it is not needed",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Survey:
+    """A token directory as ``logout --all`` sees it (``TokenStore.survey``).
+
+    Attributes:
+        logins: The server names with a login here, sorted.
+        strangers: Every file that looks like a login but is not one (each a
+            ``NotALoginFile`` naming it and why); they are never removed.
+    """
+
+    logins: tuple[str, ...]
+    strangers: tuple[NotALoginFile, ...]
 
 
 class TokenStore:
@@ -326,15 +356,114 @@ class TokenStore:
     def logout(self, name: str, *, timeout: float = 30.0) -> bool:
         """Forget ``name``'s login under its login lock (``hold``), so that a refresh in
         flight in another process finishes first and cannot write it back; returns whether
-        there was one.
+        there was one. Revokes nothing (``runner.logout`` does, then calls ``delete`` under
+        the same lock).
+
+        Only a file read back as a login (``read_own``) is removed, with its companions; a
+        token directory that is a symlink is refused (``check_own_directory``).
 
         Raises:
             InvalidServerSpec: ``name`` is not a valid server name.
             LoginLockTimeout: another process held the lock for ``timeout`` seconds.
-            TokenStoreError: the lock cannot be taken, or a file could not be removed.
+            NotALoginFile: the file is not a login of this store; it was left alone.
+            TokenStoreError: the lock cannot be taken, the directory is a symlink or unsafe,
+                or a file could not be removed.
         """
+        self.check_own_directory()
         with self.hold(name, timeout):
+            if self.read_own(name) is None:
+                self.delete(name)  # no login; a leftover .cimd-off mark goes all the same
+                return False
             return self.delete(name)
+
+    # --- what logout may remove ----------------------------------------------------------
+    # Logout deletes, so it reads first: a file goes only once it has been read back as a
+    # login of this store (a folder of someone's JSON files, or a symlink to one, loses
+    # nothing). Unlike ``load``, nothing here moves a file aside: a stranger is left alone.
+
+    def check_own_directory(self) -> None:
+        """Refuse a token directory that is a symlink: logout never follows one (it could
+        name any folder), and says which link to replace.
+
+        Raises:
+            TokenStoreError: the directory is a symlink.
+        """
+        if not os.path.islink(self.directory):
+            return
+        try:
+            target = os.readlink(self.directory)
+        except OSError:
+            target = "?"
+        raise TokenStoreError(
+            self.directory,
+            f"token directory {self.directory} is a symbolic link (to {target}); logout does "
+            "not follow it: use the real directory, or replace the link with it",
+        )
+
+    def read_own(self, name: str) -> StoredLogin | None:
+        """``name``'s login, read without moving anything, or None when there is none.
+        Call it under ``hold`` before removing the files.
+
+        Raises:
+            InvalidServerSpec: ``name`` is not a valid server name.
+            NotALoginFile: something is there that is not a login of this store (not a
+                record, a symlink, a FIFO, too large); it is left alone.
+            TokenStoreError: reading failed for a reason of the moment.
+        """
+        path = self.path_for(name)
+        try:
+            raw = read_state_file(path, limit=MAX_TOKEN_FILE_BYTES)
+        except UnreadableStateFile as exc:
+            raise _stranger(path, exc.reason) from None
+        except OSError as exc:
+            raise TokenStoreError(
+                path, f"cannot read {path} now ({_why(exc)}); it was left in place"
+            ) from exc
+        if raw is None:
+            return None
+        try:
+            return StoredLogin.from_json(raw)
+        except InvalidLoginRecord as exc:
+            raise _stranger(path, str(exc)) from None
+
+    def survey(self) -> Survey:
+        """What ``logout --all`` may log out: the names whose ``<name>.json`` reads as a login
+        of this store, and every other ``*.json`` here as a ``NotALoginFile`` (never to be
+        removed). Files starting with ``.`` (temporary files) are not looked at.
+
+        Raises:
+            TokenStoreError: the directory is a symlink or unsafe, or cannot be listed.
+        """
+        self.check_own_directory()
+        if not self._check_directory(create=False):
+            return Survey((), ())
+        logins: list[str] = []
+        strangers: list[NotALoginFile] = []
+        for entry in self._entries():
+            if not entry.endswith(".json") or entry.startswith("."):
+                continue
+            stem = entry[: -len(".json")]
+            try:
+                self.read_own(check_server_name(stem))
+            except InvalidServerSpec:
+                strangers.append(_stranger(self.directory / entry, "not a server name"))
+            except NotALoginFile as exc:
+                strangers.append(exc)
+            except TokenStoreError as exc:
+                strangers.append(NotALoginFile(exc.path, exc.message))
+            else:
+                logins.append(stem)
+        return Survey(tuple(logins), tuple(strangers))
+
+    def _entries(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise TokenStoreError(
+                self.directory, f"cannot list {self.directory} ({_why(exc)})"
+            ) from exc
 
     def cimd_marker_for(self, name: str) -> Path:
         """``<directory>/<name>.cimd-off``: the mark that the server refused this client's
