@@ -48,6 +48,7 @@ import anyio
 import uvicorn
 
 from runner._child import _sdk as sdk
+from runner._child._device import device_login
 from runner._core._callback import (
     Accepted,
     Denied,
@@ -62,6 +63,7 @@ from runner._core._messages import (
     AuthorizationStarted,
     CallbackAccepted,
     CallbackRejected,
+    ChildMessage,
     DeliverCallback,
     LoginFailed,
     NotChallenged,
@@ -199,6 +201,10 @@ class _LoginAttempt:
         await self.channel.send(CallbackAccepted(source=self.outcome_source))
         return sdk.code_result(outcome.code, outcome.state, outcome.iss)
 
+    async def report(self, message: ChildMessage) -> None:
+        """Tell the parent how a device login goes (``runner._child._device``)."""
+        await self.channel.send(message)
+
     # --- the login ------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -214,6 +220,13 @@ class _LoginAttempt:
                         await self.channel.send(NotChallenged(status=answer))
                         return
                     challenge = answer
+                if start.flow == "device":
+                    # No callback comes: the listener goes on serving (its pages say so to
+                    # anyone who opens it) and the device grant runs without the SDK.
+                    record = await device_login(start, challenge, self.report, tls=self.tls)
+                    self.interactive = True
+                    await self.channel.send(TokensIssued(record=record, interactive=True))
+                    return
                 self.provider = sdk.build_provider(start, self.on_redirect, self.on_callback)
                 await sdk.drive_login(
                     self.provider,

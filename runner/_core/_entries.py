@@ -20,9 +20,10 @@ differ only where a caller's intent does (``hermes_config``):
 
 Common rules: the host's keys (``headers``, ``timeout``, ``tools``, ``sampling``, ...:
 ``HOST_KEYS``) are accepted and not used; ``oauth:`` keys map onto ``ServerSpec``
-(``OAUTH_KEYS``); hermes's ``user_agent``, ``application_type`` and ``flow`` cannot be
-expressed and are noted; any other ``oauth`` key is an error; ``null`` and ``""`` mean unset
-(as in hermes); ``redirect_port`` and ``timeout`` may be strings hermes would convert; a
+(``OAUTH_KEYS``; ``flow``, ``browser`` or ``device`` in any case, is ``ServerSpec.flow``);
+hermes's ``user_agent`` and ``application_type`` cannot be expressed and are noted; any
+other ``oauth`` key is an error; ``null`` and ``""`` mean unset (as in hermes);
+``redirect_port`` and ``timeout`` may be strings hermes would convert; a
 ``url`` with ``${`` is an error (no interpolation here). Errors are one line naming the
 server and the key, as ``oauth.key``: ``HermesConfigError`` (naming the file) for a config,
 ``InvalidServerSpec`` for the library. Never another exception.
@@ -109,6 +110,7 @@ _SPEC_KEYS: Final = {
     "timeout": "timeout",
     "token_endpoint_auth_method": "token_endpoint_auth_method",
     "client_metadata_url": "client_metadata_url",
+    "flow": "flow",
 }
 #: ``oauth:`` keys of this library's own that hermes has not (``ServerSpec`` fields).
 _LIBRARY_KEYS: Final = {
@@ -119,7 +121,6 @@ _LIBRARY_KEYS: Final = {
 _NOTED_KEYS: Final = {
     "user_agent": "the token requests send the SDK's own User-Agent",
     "application_type": "registrations are native loopback clients",
-    "flow": "only the browser (authorization code) flow is done here",
 }
 #: Every ``oauth:`` key of hermes's config (a proxy ``redirect_uri`` makes the entry
 #: skipped; ``cimd`` turns the Client ID Metadata Document off).
@@ -331,6 +332,8 @@ class _Reader:
             if not math.isfinite(number):
                 raise self.error(name, "oauth.timeout must be finite")
             return number
+        if key == "flow" and isinstance(value, str):
+            return value.strip().lower()  # hermes compares it so ("Device", " device ")
         if key == "client_metadata_ports" and isinstance(value, list | tuple | set):
             return frozenset(value) if all(isinstance(p, int) for p in value) else value
         return value
@@ -355,6 +358,8 @@ def _client_document(
     off = {"client_metadata_url": None}
     if oauth.get("cimd") is False:
         return off
+    if options.get("flow") == "device":
+        return off  # a device login has no redirect URI for a document to declare (as hermes)
     asks_for_another_identity = (
         options.get("client_id")
         or options.get("client_secret")

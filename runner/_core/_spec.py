@@ -17,6 +17,7 @@ from mcp.shared.auth import OAuthToken
 
 from runner._core._identity import AUTH_METHODS, document_url_problem
 from runner._core._loopback import DEFAULT_LOOPBACK_HOST, LOOPBACK_HOSTS
+from runner._core._messages import FLOWS
 from runner.errors import FlowError, InvalidServerSpec
 
 __all__ = ["FlowResult", "ServerSpec", "check_server_name"]
@@ -51,6 +52,12 @@ class ServerSpec:
             server supports it; else the client registers dynamically.
         client_metadata_ports: The loopback ports the document's redirect URIs name; a
             login leases the first free one (required with ``client_metadata_url``).
+        flow: ``"browser"`` (default): the authorization code grant, a browser redirected
+            to the loopback listener. ``"device"``: the device authorization grant (RFC
+            8628): the person opens the server's verification address on any device and
+            enters a code (``runner.events.DeviceCodeIssued``); no browser is opened and no
+            callback is needed, so it works where the browser cannot reach this machine.
+            The server must advertise a ``device_authorization_endpoint``.
     """
 
     name: str
@@ -66,6 +73,7 @@ class ServerSpec:
     token_endpoint_auth_method: str | None = None
     client_metadata_url: str | None = None
     client_metadata_ports: frozenset[int] = frozenset()
+    flow: str = "browser"
 
     def __post_init__(self) -> None:
         if isinstance(self.client_metadata_ports, list | tuple | set):
@@ -141,6 +149,10 @@ def _check_spec(spec: ServerSpec) -> None:
             f"{where}: token_endpoint_auth_method {method} needs a client_secret"
         )
     _check_client_metadata(spec, where)
+    if spec.flow not in FLOWS:
+        raise InvalidServerSpec(
+            f"{where}: flow must be 'browser' or 'device', not {_shown(spec.flow)}"
+        )
     if spec.timeout is not None and (
         not isinstance(spec.timeout, int | float)
         or isinstance(spec.timeout, bool)

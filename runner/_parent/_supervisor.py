@@ -640,6 +640,7 @@ class Supervisor:
             challenge=None if challenge is None else challenge.header(),
             client_metadata_url=document,
             token_endpoint_auth_method=spec.token_endpoint_auth_method,
+            flow=spec.flow,
         )
 
     async def _converse(

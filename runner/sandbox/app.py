@@ -35,13 +35,15 @@ from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
 from mcp.server.auth.routes import build_metadata, cors_middleware
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
 from runner.sandbox.behaviour import Behaviour
 from runner.sandbox.compat import ServerMetadata, mcp_app
+from runner.sandbox.device import DeviceAuthorizationEndpoint, DevicePage, DeviceRegistration
 from runner.sandbox.errors import SandboxError
-from runner.sandbox.provider import Provider
+from runner.sandbox.provider import DEVICE_GRANT, Provider
 from runner.sandbox.resource_gate import ResourceGate
 from runner.sandbox.settings import HOST, MCP_PATH
 from runner.sandbox.token_gate import TokenGate
@@ -50,6 +52,10 @@ __all__ = ["build_app"]
 
 _AS_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
 _TOKEN_PATH: Final = "/token"  # noqa: S105 - a path
+_REGISTER_PATH: Final = "/register"
+#: The device authorization endpoint and the verification page (``Behaviour.device``).
+DEVICE_AUTHORIZATION_PATH: Final = "/device_authorization"
+DEVICE_PAGE_PATH: Final = "/device"
 
 
 @contextlib.contextmanager
@@ -84,6 +90,10 @@ def _metadata(settings: AuthSettings, behaviour: Behaviour) -> ServerMetadata:
         metadata.authorization_response_iss_parameter_supported = True
     if behaviour.cimd != "off":
         metadata.client_id_metadata_document_supported = True
+    if behaviour.device:
+        issuer = str(settings.issuer_url).rstrip("/")
+        metadata.device_authorization_endpoint = AnyHttpUrl(issuer + DEVICE_AUTHORIZATION_PATH)
+        metadata.grant_types_supported = [*(metadata.grant_types_supported or []), DEVICE_GRANT]
     return metadata
 
 
@@ -122,6 +132,25 @@ def _gate_mcp_route(app: Starlette, behaviour: Behaviour) -> None:
     routes[index] = Route(MCP_PATH, endpoint=ResourceGate(route.app, behaviour=behaviour))
 
 
+def _add_device_routes(app: Starlette, provider: Provider, behaviour: Behaviour) -> None:
+    routes = app.router.routes
+    if behaviour.registration:
+        index, route = _find_route(routes, _REGISTER_PATH)
+        routes[index] = Route(
+            _REGISTER_PATH,
+            endpoint=DeviceRegistration(route.app, provider=provider, behaviour=behaviour),
+            methods=["POST", "OPTIONS"],
+        )
+    routes.append(
+        Route(
+            DEVICE_AUTHORIZATION_PATH,
+            endpoint=DeviceAuthorizationEndpoint(provider=provider),
+            methods=["POST"],
+        )
+    )
+    routes.append(Route(DEVICE_PAGE_PATH, endpoint=DevicePage(), methods=["GET", "HEAD"]))
+
+
 def build_app(
     name: str, settings: AuthSettings, provider: Provider, behaviour: Behaviour
 ) -> tuple[Starlette, StreamableHTTPSessionManager]:
@@ -142,6 +171,8 @@ def build_app(
         )
     _replace_metadata_route(app, _metadata(settings, behaviour))
     _gate_token_route(app, provider, behaviour)
+    if behaviour.device:
+        _add_device_routes(app, provider, behaviour)
     if behaviour.open_initialize or behaviour.step_up_scope is not None:
         _gate_mcp_route(app, behaviour)
     return app, sessions

@@ -98,6 +98,18 @@ class Behaviour:
             and ``http://localhost:<p>/callback`` for ``p`` in ``cimd_ports``. ``"refuse"``:
             the code exchange of such a client is then answered HTTP 401 ``invalid_client``.
         cimd_ports: The callback ports of a CIMD client (see ``cimd``).
+        device: The device authorization grant (RFC 8628): the metadata advertises
+            ``device_authorization_endpoint`` (``/device_authorization``) and the device
+            code grant, registration takes clients with that grant, and the token endpoint
+            answers it: ``authorization_pending`` until the simulated person decides
+            (``Sandbox.approve_device``; ``consent`` says approve or deny, ``"deny"``
+            answers ``access_denied``), ``slow_down`` (and 5 s more interval) to a poll
+            sooner than the interval, ``expired_token`` after ``device_expires_in``.
+        device_interval: The polling interval the device authorization response names,
+            in seconds (RFC 8628's default is 5; 1 keeps tests quick).
+        device_expires_in: Seconds a device code lives (named in the response too).
+        device_slow_down: Answer ``slow_down`` to this many first polls of each device code,
+            however slowly they come.
     """
 
     consent: Literal["approve", "deny"] = "approve"
@@ -116,6 +128,10 @@ class Behaviour:
     preregistered: tuple[str, str, str] | None = None
     cimd: CimdMode = "off"
     cimd_ports: tuple[int, ...] = CIMD_PORTS
+    device: bool = False
+    device_interval: int = 1
+    device_expires_in: int = 600
+    device_slow_down: int = 0
 
     def __post_init__(self) -> None:
         if self.consent not in ("approve", "deny"):
@@ -161,6 +177,12 @@ class Behaviour:
             or len(set(self.cimd_ports)) != len(self.cimd_ports)
         ):
             raise ValueError(f"cimd_ports must be distinct TCP ports, not {self.cimd_ports!r}")
+        for name in ("device_interval", "device_expires_in"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0 or (name == "device_expires_in" and value < 1):
+                raise ValueError(f"{name} must be a whole number of seconds, not {value!r}")
+        if type(self.device_slow_down) is not int or self.device_slow_down < 0:
+            raise ValueError(f"device_slow_down must be >= 0, not {self.device_slow_down!r}")
 
     def _set_tuple(self, field: str) -> None:
         value = getattr(self, field)

@@ -30,7 +30,7 @@ from mcp.server.auth.provider import AuthorizationErrorCode, OAuthAuthorizationS
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.auth import OAuthMetadata
-from pydantic import ConfigDict
+from pydantic import AnyHttpUrl, ConfigDict
 from starlette.applications import Starlette
 
 __all__ = ["INVALID_TARGET", "MCP_V2", "ServerAuthSettings", "ServerMetadata", "http", "mcp_app"]
@@ -100,6 +100,8 @@ class ServerMetadata(OAuthMetadata):
     model_config = ConfigDict(url_preserve_empty_path=True)
 
     authorization_response_iss_parameter_supported: bool | None = None
+    #: RFC 8628 §4, which neither major's model has (``Behaviour.device``).
+    device_authorization_endpoint: AnyHttpUrl | None = None
 
 
 def mcp_app(

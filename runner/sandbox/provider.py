@@ -40,6 +40,7 @@ import threading
 import time
 import types
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -60,7 +61,7 @@ from runner.sandbox.behaviour import Behaviour
 from runner.sandbox.compat import INVALID_TARGET
 from runner.sandbox.settings import HOST, SCOPE
 
-__all__ = ["Provider", "is_cimd_client_id"]
+__all__ = ["DEVICE_GRANT", "Provider", "is_cimd_client_id"]
 
 _CODE_TTL: Final = 300.0
 #: The counters :meth:`Provider.grant_counts` reports, all present from the start.
@@ -68,6 +69,28 @@ COUNTERS: Final = ("authorize", "authorization_code", "refresh_token")
 _SUBJECT: Final = "sandbox-user"
 _GRANT_TYPES: Final = ("authorization_code", "refresh_token")
 _CALLBACK_PATH: Final = "/callback"
+#: The device code grant type (RFC 8628 §3.4).
+DEVICE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
+#: What ``slow_down`` adds to a device code's interval (RFC 8628 §3.5).
+_SLOW_DOWN_STEP: Final = 5
+# User codes: RFC 8628 §6.1's consonants, no vowels (no words), no look-alikes.
+_USER_CODE_CHARS: Final = "BCDFGHJKLMNPQRSTVWXZ"
+
+
+@dataclass
+class _DeviceGrant:
+    """One device authorization, until it is answered with tokens or an error."""
+
+    device_code: str
+    user_code: str
+    client_id: str
+    scopes: list[str]
+    resource: str
+    expires_at: float  # time.monotonic()
+    interval: float
+    last_poll: float  # time.monotonic() of the last poll (or of the authorization)
+    polls: int = 0
+    decision: str | None = None  # "approve" or "deny", once the person acted
 
 
 # The SDK's token models gained their RFC 8707 ``resource`` and ``subject`` fields at
@@ -162,6 +185,10 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
         self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._presentations: dict[str, int] = {}
         self._authorized: list[str] = []
+        self._device_polls: list[tuple[float, str]] = []
+        # Loop thread only:
+        self._devices: dict[str, _DeviceGrant] = {}
+        self._user_codes: dict[str, str] = {}
         if behaviour.preregistered is not None:
             client_id, secret, method = behaviour.preregistered
             self._clients[client_id] = _LoopbackClient(
@@ -169,7 +196,7 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
                 client_secret=secret if method != "none" else None,
                 token_endpoint_auth_method=method,
                 redirect_uris=[AnyUrl(f"http://{HOST}{_CALLBACK_PATH}")],  # see the class
-                grant_types=list(_GRANT_TYPES),
+                grant_types=[*_GRANT_TYPES, *([DEVICE_GRANT] if behaviour.device else [])],
                 response_types=["code"],
                 scope=self._client_scope,
                 client_name="sandbox pre-registered client",
@@ -230,6 +257,116 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
             response_types=["code"],
             scope=self._client_scope,
         )
+
+    # -- the device authorization grant (RFC 8628; ``runner.sandbox.device``) -----------------
+
+    def valid_scopes(self) -> set[str]:
+        """The scopes a client may register and ask for."""
+        return {SCOPE, *([self._step_up] if self._step_up else [])}
+
+    def new_client(self, request: Mapping[str, Any], method: str) -> OAuthClientInformationFull:
+        """A client for a device registration ``request`` (a JSON object), with a new id
+        and, unless ``method`` is ``"none"``, a new secret. Raises ``ValidationError``."""
+        secret = None if method == "none" else secrets.token_urlsafe(32)
+        return OAuthClientInformationFull.model_validate(
+            {
+                **request,
+                "client_id": secrets.token_urlsafe(16),
+                "client_secret": secret,
+                "client_id_issued_at": int(time.time()),
+                "token_endpoint_auth_method": method,
+            }
+        )
+
+    def start_device(
+        self, client: OAuthClientInformationFull, scope: str | None, resource: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """The device authorization endpoint's answer to ``client`` (loop thread only)."""
+        if DEVICE_GRANT not in (client.grant_types or []):
+            return 400, {"error": "unauthorized_client"}
+        if resource is not None and not _same_resource(resource, self._resource):
+            return 400, {"error": INVALID_TARGET}
+        scopes = scope.split() if scope else self._default_scopes(client)
+        if not set(scopes) <= self.valid_scopes():
+            return 400, {"error": "invalid_scope"}
+        behaviour = self._behaviour
+        device_code = secrets.token_urlsafe(32)
+        letters = "".join(secrets.choice(_USER_CODE_CHARS) for _ in range(8))
+        user_code = f"{letters[:4]}-{letters[4:]}"
+        now = time.monotonic()
+        self._devices[device_code] = _DeviceGrant(
+            device_code=device_code,
+            user_code=user_code,
+            client_id=client.client_id or "",
+            scopes=scopes,
+            resource=resource or self._resource,
+            expires_at=now + behaviour.device_expires_in,
+            interval=behaviour.device_interval,
+            last_poll=now,
+        )
+        self._user_codes[user_code] = device_code
+        page = f"{self._issuer}/device"
+        return 200, {
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": page,
+            "verification_uri_complete": f"{page}?user_code={user_code}",
+            "expires_in": behaviour.device_expires_in,
+            "interval": behaviour.device_interval,
+        }
+
+    def decide_device(self, user_code: str) -> bool:
+        """The simulated person enters ``user_code`` and approves (or, with ``consent``
+        ``"deny"``, denies) it; False if no pending device login has that code (loop
+        thread only)."""
+        grant = self._devices.get(self._user_codes.get(user_code, ""))
+        if grant is None or grant.decision is not None:
+            return False
+        grant.decision = self._behaviour.consent
+        return True
+
+    def device_polls(self) -> list[tuple[float, str]]:
+        """``(time.monotonic(), answer)`` of every device code poll, in order (a copy; any
+        thread). ``answer`` is the error code sent, or ``"tokens"``."""
+        with self._issued_lock:
+            return list(self._device_polls)
+
+    def poll_device(
+        self, client: OAuthClientInformationFull, device_code: str
+    ) -> tuple[int, dict[str, Any]]:
+        """The token endpoint's answer to one ``device_code`` grant (loop thread only)."""
+        status, answer = self._poll_device(client, device_code)
+        with self._issued_lock:
+            self._device_polls.append((time.monotonic(), str(answer.get("error", "tokens"))))
+        return status, answer
+
+    def _poll_device(
+        self, client: OAuthClientInformationFull, device_code: str
+    ) -> tuple[int, dict[str, Any]]:
+        grant = self._devices.get(device_code)
+        if grant is None or grant.client_id != client.client_id:
+            return 400, {"error": "invalid_grant"}
+        now = time.monotonic()
+        if now >= grant.expires_at:
+            self._forget_device(grant)
+            return 400, {"error": "expired_token"}
+        grant.polls += 1
+        too_fast = now - grant.last_poll < grant.interval * 0.9  # some slack for the clocks
+        grant.last_poll = now
+        if too_fast or grant.polls <= self._behaviour.device_slow_down:
+            grant.interval += _SLOW_DOWN_STEP
+            return 400, {"error": "slow_down"}
+        if grant.decision is None:
+            return 400, {"error": "authorization_pending"}
+        self._forget_device(grant)
+        if grant.decision == "deny":
+            return 400, {"error": "access_denied"}
+        tokens = self._issue(grant.client_id, grant.scopes, grant.resource, _SUBJECT)
+        return 200, tokens.model_dump(mode="json", exclude_none=True)
+
+    def _forget_device(self, grant: _DeviceGrant) -> None:
+        self._devices.pop(grant.device_code, None)
+        self._user_codes.pop(grant.user_code, None)
 
     def forget_refresh_tokens(self) -> None:
         """Forget every refresh token issued so far, as when the user revokes access (loop

@@ -30,7 +30,7 @@ from typing import Literal, Self
 from runner.sandbox.behaviour import AUTH_METHODS, CIMD_PORTS, Behaviour, CimdMode, RefreshFault
 from runner.sandbox.browser import ConsentBrowser
 from runner.sandbox.errors import SandboxError
-from runner.sandbox.provider import COUNTERS
+from runner.sandbox.provider import COUNTERS, Provider
 from runner.sandbox.serving import SandboxServer, ServerLoop, Slot, bind_loopback
 from runner.sandbox.settings import auth_settings
 
@@ -50,7 +50,8 @@ class Sandbox:
         servers: How many servers (``sandbox-1`` ... ``sandbox-N``).
         consent, send_iss, advertise_iss, wrong_iss, authorize_delay, hang, access_token_ttl,
         open_initialize, step_up_scope, refresh_fault, refresh_delay, auth_methods,
-        registration, preregistered, cimd, cimd_ports:
+        registration, preregistered, cimd, cimd_ports, device, device_interval,
+        device_expires_in, device_slow_down:
             The :class:`Behaviour` of every server (each field is documented there):
             ``initialize`` without a token, a step-up scope for ``tools/call``, faults and
             delays of refresh grants, accepted client authentication methods, dynamic
@@ -85,6 +86,10 @@ class Sandbox:
         preregistered: tuple[str, str, str] | None = None,
         cimd: CimdMode = "off",
         cimd_ports: tuple[int, ...] = CIMD_PORTS,
+        device: bool = False,
+        device_interval: int = 1,
+        device_expires_in: int = 600,
+        device_slow_down: int = 0,
         overrides: Mapping[str, Behaviour | Mapping[str, object]] | None = None,
         browser_timeout: float = 10.0,
         startup_timeout: float = 10.0,
@@ -110,6 +115,10 @@ class Sandbox:
             preregistered=preregistered,
             cimd=cimd,
             cimd_ports=cimd_ports,
+            device=device,
+            device_interval=device_interval,
+            device_expires_in=device_expires_in,
+            device_slow_down=device_slow_down,
         )
         self._behaviours = {name: base for name in self._names}
         for name, override in (overrides or {}).items():
@@ -277,6 +286,41 @@ class Sandbox:
         if provider is None or self._servers is None:
             raise SandboxError("the sandbox is not running")
         self._servers.call(provider.forget_refresh_tokens, self._stop_timeout)
+
+    def approve_device(self, user_code: str) -> bool:
+        """The simulated person: enter ``user_code`` at its server's verification page and
+        approve it (or deny it, when that server's ``consent`` is ``"deny"``). True when a
+        pending device login had that code; False otherwise (unknown, already decided, or
+        expired). Returns once done (any thread).
+
+        Raises:
+            SandboxError: The sandbox is not running.
+        """
+        if self._servers is None:
+            raise SandboxError("the sandbox is not running")
+        found = False
+        for slot in self._slots:
+            provider = slot.provider
+            if provider is None or not slot.behaviour.device:
+                continue
+
+            def decide(provider: Provider = provider) -> None:
+                nonlocal found
+                found = found or provider.decide_device(user_code)
+
+            self._servers.call(decide, self._stop_timeout)
+        return found
+
+    def device_polls(self, name: str) -> list[tuple[float, str]]:
+        """Every poll of a device code at the token endpoint of the server called ``name``:
+        ``(time.monotonic(), answer)``, in order; ``answer`` is the error code it got
+        (``authorization_pending``, ``slow_down``, ...) or ``"tokens"`` (a copy; any thread).
+
+        Raises:
+            KeyError: No server has that name.
+        """
+        provider = self._slot(name).provider
+        return provider.device_polls() if provider is not None else []
 
     @property
     def browser_calls(self) -> int:

@@ -31,7 +31,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runner.sandbox.asgi import TooLarge, capture, read_body, replay, respond, respond_json
 from runner.sandbox.behaviour import Behaviour
-from runner.sandbox.provider import Provider, is_cimd_client_id
+from runner.sandbox.device import authenticate
+from runner.sandbox.provider import DEVICE_GRANT, Provider, is_cimd_client_id
 
 __all__ = ["TokenGate"]
 
@@ -89,7 +90,15 @@ class TokenGate:
                     send, 401, {"error": "invalid_client", "error_description": refusal}
                 )
                 return
-        if grant_type == "refresh_token":
+        if grant_type == DEVICE_GRANT and self._behaviour.device:
+            # The SDK's token handler has no device grant: answered here (RFC 8628 §3.4-3.5).
+            client = authenticate(self._provider, scope, form)
+            if client is None:
+                await respond_json(send, 401, {"error": "invalid_client"})
+                return
+            status, answer = self._provider.poll_device(client, form.get("device_code", ""))
+            await respond_json(send, status, answer)
+        elif grant_type == "refresh_token":
             await self._refresh(scope, receive, send, first_presentation=seen == 1)
         else:
             await self._app(scope, receive, send)

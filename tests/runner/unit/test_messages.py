@@ -60,7 +60,9 @@ EVERY_MESSAGE: list[m.Message] = [
         expires_in=600.0,
     ),
     m.DeviceAuthorizationStarted(
-        user_code="C", verification_uri="https://as.test/d", verification_uri_complete=None,
+        user_code="C",
+        verification_uri="https://as.test/d",
+        verification_uri_complete=None,
         expires_in=1,
     ),
     m.CallbackRejected(status=400, reason="state does not match"),
