@@ -18,6 +18,11 @@ Invariants:
   the body; ``client_secret_basic``: an ``Authorization: Basic`` header (RFC 6749 §2.3.1)
   and ``client_id`` in the body, as the SDK's client sends its token requests and as the
   SDK's revocation endpoint requires;
+- a request with no ``client_secret`` in its body (``none``, ``client_secret_basic``) that is
+  answered 400 ``invalid_request`` is sent once more with an empty ``client_secret``
+  (``second_try``): the MCP SDK's revocation endpoint (mcp 1.x to 2.3 at least) refuses a body
+  without the field, and RFC 6749 §2.3.1 lets a client send an empty secret; a 400 revoked
+  nothing, so nothing is lost by asking again;
 - ``read_answer`` never raises, whatever the status, body and ``Retry-After``
   (property-tested, ``tests/runner/unit/test_revocation.py``), and reads at most
   ``MAX_REVOCATION_RESPONSE_BYTES`` of the body: 200 is revoked (RFC 7009 §2.2: an unknown
@@ -52,6 +57,7 @@ __all__ = [
     "TokenOutcome",
     "read_answer",
     "revocation_plan",
+    "second_try",
     "unsent",
 ]
 
@@ -106,6 +112,8 @@ class TokenOutcome:
         temporary: Not revoked for now (5xx, 429, a network failure, a timeout): a later
             attempt could work. False when revoked or refused for good.
         retry_after: The seconds the server asked to wait (``Retry-After``), when it said.
+        status: The HTTP status of the answer (None: no answer).
+        code: The RFC 6749 error code of the answer, when it had a readable one.
     """
 
     token: TokenKind
@@ -115,6 +123,8 @@ class TokenOutcome:
     withheld: bool = False
     temporary: bool = False
     retry_after: float | None = None
+    status: int | None = None
+    code: str | None = None
 
     @property
     def words(self) -> str:
@@ -282,8 +292,29 @@ def read_answer(
             why=f"the revocation endpoint answered {said}, not revoked for now{later}",
             temporary=True,
             retry_after=wait,
+            status=status,
         )
-    return TokenOutcome(token, revoked=False, why=f"the revocation endpoint answered {said}")
+    return TokenOutcome(
+        token,
+        revoked=False,
+        why=f"the revocation endpoint answered {said}",
+        status=status,
+        code=code,
+    )
+
+
+def second_try(request: RevocationRequest, outcome: TokenOutcome) -> RevocationRequest | None:
+    """``request`` again with an empty ``client_secret`` when it had none in its body and
+    was answered 400 ``invalid_request`` (see the module docstring); else None."""
+    if (
+        outcome.status != 400
+        or outcome.code != "invalid_request"
+        or "client_secret" in request.form
+    ):
+        return None
+    return dataclasses.replace(
+        request, form=types.MappingProxyType({**request.form, "client_secret": ""})
+    )
 
 
 def _error_code(body: bytes) -> str | None:

@@ -15,6 +15,8 @@ Guarantees:
   word): what could not be revoked is in the result and in one ``RevocationWarning``
   naming each token that may still be alive at the server and why; a server that offers no
   revocation endpoint is said in the result, without a warning (its tokens expire);
+- each token is sent once, or twice when the first answer was a 400 ``invalid_request`` to a
+  body without ``client_secret`` (``second_try``: the MCP SDK's endpoint needs the field);
 - a token goes only to the revocation endpoint of the issuer that granted it
   (``StoredLogin.granted_by``); on a mismatch nothing is sent;
 - the POSTs are bounded by ``timeout`` as a whole, read at most
@@ -43,6 +45,7 @@ from runner._core._revocation import (
     TokenOutcome,
     read_answer,
     revocation_plan,
+    second_try,
 )
 from runner._core._spec import ServerSpec, check_server_name
 from runner._core._stored import StoredLogin
@@ -149,7 +152,11 @@ async def revoke(
             timeout=timeout, follow_redirects=False, trust_env=False, verify=verify
         ) as client:
             for request in plan.requests:
-                outcomes.append(await _send(client, http, request, deadline, timeout))
+                outcome = await _send(client, http, request, deadline, timeout)
+                again = second_try(request, outcome)
+                if again is not None:
+                    outcome = await _send(client, http, again, deadline, timeout)
+                outcomes.append(outcome)
     for request in plan.requests[len(outcomes) :]:  # the deadline came first
         outcomes.append(_late(request, timeout))
     return tuple(outcomes), plan.endpoint

@@ -38,7 +38,9 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
+from runner.sandbox.asgi import respond_json
 from runner.sandbox.behaviour import Behaviour
 from runner.sandbox.compat import ServerMetadata, mcp_app
 from runner.sandbox.device import DeviceAuthorizationEndpoint, DevicePage, DeviceRegistration
@@ -52,6 +54,7 @@ __all__ = ["build_app"]
 
 _AS_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
 _TOKEN_PATH: Final = "/token"  # noqa: S105 - a path
+_REVOKE_PATH: Final = "/revoke"
 _REGISTER_PATH: Final = "/register"
 #: The device authorization endpoint and the verification page (``Behaviour.device``).
 DEVICE_AUTHORIZATION_PATH: Final = "/device_authorization"
@@ -86,6 +89,9 @@ def _metadata(settings: AuthSettings, behaviour: Behaviour) -> ServerMetadata:
     # The SDK omits both: its token endpoint accepts public clients ("none"), and this server
     # sends iss (RFC 9207) unless told otherwise. The token gate enforces the list.
     metadata.token_endpoint_auth_methods_supported = list(behaviour.auth_methods)
+    if behaviour.revocation == "off":
+        metadata.revocation_endpoint = None
+        metadata.revocation_endpoint_auth_methods_supported = None
     if behaviour.advertise_iss:
         metadata.authorization_response_iss_parameter_supported = True
     if behaviour.cimd != "off":
@@ -112,6 +118,28 @@ def _replace_metadata_route(app: Starlette, metadata: ServerMetadata) -> None:
         endpoint=cors_middleware(MetadataHandler(metadata).handle, ["GET", "OPTIONS"]),
         methods=["GET", "OPTIONS"],
     )
+
+
+def _set_revocation_route(app: Starlette, behaviour: Behaviour) -> None:
+    """``Behaviour.revocation``: the SDK's ``/revoke`` as it is, gone, or answering 503."""
+    if behaviour.revocation == "on":
+        return
+    routes = app.router.routes
+    index, _ = _find_route(routes, _REVOKE_PATH)
+    if behaviour.revocation == "off":
+        del routes[index]
+        return
+
+    routes[index] = Route(_REVOKE_PATH, endpoint=_Unavailable(), methods=["POST", "OPTIONS"])
+
+
+class _Unavailable:
+    """An endpoint that is down: HTTP 503 ``temporarily_unavailable``, ``Retry-After: 30``."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond_json(
+            send, 503, {"error": "temporarily_unavailable"}, headers={"Retry-After": "30"}
+        )
 
 
 def _gate_token_route(app: Starlette, provider: Provider, behaviour: Behaviour) -> None:
@@ -170,6 +198,7 @@ def build_app(
             host=HOST,
         )
     _replace_metadata_route(app, _metadata(settings, behaviour))
+    _set_revocation_route(app, behaviour)
     _gate_token_route(app, provider, behaviour)
     if behaviour.device:
         _add_device_routes(app, provider, behaviour)

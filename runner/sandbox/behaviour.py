@@ -36,6 +36,8 @@ RefreshFault = Literal[
 """The values of :attr:`Behaviour.refresh_fault`."""
 CimdMode = Literal["off", "accept", "refuse"]
 """The values of :attr:`Behaviour.cimd`."""
+RevocationMode = Literal["on", "off", "unavailable"]
+"""The values of :attr:`Behaviour.revocation`."""
 
 #: The token endpoint authentication methods the SDK's token endpoint implements.
 AUTH_METHODS: Final = ("none", "client_secret_post", "client_secret_basic")
@@ -43,6 +45,7 @@ AUTH_METHODS: Final = ("none", "client_secret_post", "client_secret_basic")
 CIMD_PORTS: Final = (27890, 27891, 27892, 27893, 27894)
 REFRESH_FAULTS: Final[tuple[str, ...]] = get_args(RefreshFault)
 _CIMD_MODES: Final[tuple[str, ...]] = get_args(CimdMode)
+_REVOCATION_MODES: Final[tuple[str, ...]] = get_args(RevocationMode)
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F) if c not in (0x22, 0x5C))
 
@@ -82,6 +85,11 @@ class Behaviour:
             that refresh token is unexpired, nothing rotated; served once it has expired).
         refresh_delay: Seconds the token endpoint waits before answering a refresh grant
             (when the sandbox stops meanwhile: HTTP 503 ``temporarily_unavailable``).
+        revocation: The token revocation endpoint (RFC 7009, the SDK's ``/revoke``):
+            ``"on"`` advertised and served (a revoked refresh token is then refused
+            ``invalid_grant``, a revoked access token 401); ``"off"``: neither advertised
+            nor routed; ``"unavailable"``: advertised, but every request is answered HTTP 503
+            ``temporarily_unavailable`` with ``Retry-After: 30`` and nothing is revoked.
         auth_methods: The client authentication methods the metadata advertises
             (``token_endpoint_auth_methods_supported``) and the token endpoint accepts: a
             client registered with another one is refused (HTTP 401 ``invalid_client``).
@@ -123,6 +131,7 @@ class Behaviour:
     step_up_scope: str | None = None
     refresh_fault: RefreshFault = "none"
     refresh_delay: float = 0.0
+    revocation: RevocationMode = "on"
     auth_methods: tuple[str, ...] = AUTH_METHODS
     registration: bool = True
     preregistered: tuple[str, str, str] | None = None
@@ -155,6 +164,10 @@ class Behaviour:
             )
         if not self.refresh_delay >= 0:
             raise ValueError(f"refresh_delay must be >= 0, not {self.refresh_delay!r}")
+        if self.revocation not in _REVOCATION_MODES:
+            raise ValueError(
+                f"revocation must be one of {_REVOCATION_MODES}, not {self.revocation!r}"
+            )
         self._set_tuple("auth_methods")
         if (
             not self.auth_methods
