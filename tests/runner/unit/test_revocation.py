@@ -16,6 +16,7 @@ from runner._core._revocation import (
     TokenOutcome,
     read_answer,
     revocation_plan,
+    second_try,
 )
 from runner._core._stored import STORE_VERSION, StoredLogin
 
@@ -215,3 +216,41 @@ def test_no_endpoint_is_no_warning_but_a_withheld_token_is() -> None:
     mismatch = revocation_plan(record(granted_by="http://elsewhere.example")).unsent
     warning = LogoutResult("n", True, True, mismatch, REVOKE_URL).warning()
     assert warning is not None and "refresh token and access token" in warning
+
+
+# --- the second try (the MCP SDK's endpoint wants a client_secret field) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "secret"), [("none", None), (None, None), ("client_secret_basic", "s")]
+)
+def test_a_body_without_a_secret_refused_invalid_request_is_sent_again_with_an_empty_one(
+    method: str | None, secret: str | None
+) -> None:
+    (first, _) = revocation_plan(record(method=method, secret=secret)).requests
+    refused = read_answer("refresh_token", 400, b'{"error": "invalid_request"}', None, now=NOW)
+    again = second_try(first, refused)
+    assert again is not None
+    assert dict(again.form) == {**first.form, "client_secret": ""}
+    assert again.headers == first.headers and again.url == first.url
+    assert second_try(again, refused) is None  # once only
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, b""),
+        (400, b'{"error": "unsupported_token_type"}'),
+        (401, b'{"error": "invalid_request"}'),
+        (503, b""),
+    ],
+)
+def test_no_second_try_for_any_other_answer(status: int, body: bytes) -> None:
+    (first, _) = revocation_plan(record()).requests
+    assert second_try(first, read_answer("refresh_token", status, body, None, now=NOW)) is None
+
+
+def test_no_second_try_when_the_secret_was_in_the_body() -> None:
+    (first, _) = revocation_plan(record(method="client_secret_post", secret="s")).requests
+    refused = read_answer("refresh_token", 400, b'{"error": "invalid_request"}', None, now=NOW)
+    assert second_try(first, refused) is None
