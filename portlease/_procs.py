@@ -20,13 +20,20 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Collection
 from typing import Final
 
 import psutil
 
 from portlease.records import DENIED, StartTime
 
-__all__ = ["START_TIME_REUSE", "LivenessProbe", "listeners_on", "process_name"]
+__all__ = [
+    "START_TIME_REUSE",
+    "LivenessProbe",
+    "listeners_by_port",
+    "listeners_on",
+    "process_name",
+]
 
 _LINUX: Final = sys.platform.startswith("linux") and os.path.exists("/proc/self/stat")
 _POSIX: Final = os.name == "posix"
@@ -154,6 +161,41 @@ def process_name(pid: int) -> str | None:
         return psutil.Process(pid).name()
     except (psutil.Error, OSError):
         return None
+
+
+def listeners_by_port(
+    ports: Collection[int], *, named: int
+) -> dict[int, list[tuple[int | None, str | None]]] | None:
+    """Processes listening on each of ``ports`` (TCP, any address), from one look at the OS.
+
+    One ``psutil.net_connections`` call whatever the number of ports (each call walks every
+    socket of the machine: ~20 ms). Process names are looked up for at most ``named`` ports
+    (those come first in ``ports``' order); the others' entries carry ``None`` names.
+    Returns ``None`` when the OS refuses to list sockets at all (macOS without privileges).
+    """
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, PermissionError):
+        return None
+    except (psutil.Error, OSError):
+        return None
+    wanted = set(ports)
+    pids: dict[int, list[int | None]] = {}
+    for conn in connections:
+        if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port not in wanted:
+            continue
+        pids.setdefault(conn.laddr.port, []).append(conn.pid)
+    found: dict[int, list[tuple[int | None, str | None]]] = {}
+    names_left = named
+    for port in ports:
+        if port not in pids or port in found:
+            continue
+        look = names_left > 0
+        names_left -= 1
+        found[port] = [
+            (pid, process_name(pid) if look and pid is not None else None) for pid in pids[port]
+        ]
+    return found
 
 
 def listeners_on(port: int) -> list[tuple[int | None, str | None]] | None:

@@ -1,20 +1,29 @@
 """``portlease ls`` and ``portlease gc``: look at and clean a lease registry. I/O.
 
 Exit codes: 0 ok; 1 the registry cannot be used (one line ``portlease: error: ...`` on stderr,
-never a traceback: an unsafe or missing directory, a lock that stays taken, a file that cannot
-be read or written); 2 usage error (argparse). A lease file that had to be moved aside (garbage,
-nested too deep, a FIFO, a directory or a huge file in its place) is reported on stderr as
-``portlease: warning: ...`` and the command goes on with an empty table.
+never a traceback: an unsafe directory, a lock that stays taken, a file that cannot be read or
+written); 2 usage error (argparse), or a registry directory named by ``--dir`` or
+``$PORTLEASE_DIR`` that does not exist (a mistyped path: said on stderr, nothing created).
+
+Neither command ever creates the registry directory. A missing default directory means that
+nothing has leased a port on this machine yet: ``ls`` prints ``no leases`` (``[]`` with
+``--json``) and ``gc`` removes nothing, both with exit 0.
+
+A lease file that had to be moved aside (garbage, nested too deep, a FIFO, a directory or a
+huge file in its place) is reported on stderr as ``portlease: warning: ...`` and the command
+goes on with an empty table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from portlease import _procs
@@ -116,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            registry = Registry(args.dir)
+            missing = _missing_directory(args.dir)
+            if missing is not None:
+                code = _report_missing(missing, args, sys.stdout)
+                return code
+            registry = Registry(args.dir, create=False)
             code = args.run(registry, args, sys.stdout)
             sys.stdout.flush()
         except PortleaseError as exc:
@@ -133,6 +146,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             for warning in caught:
                 _say("warning", str(warning.message))
     return code
+
+
+def _missing_directory(given: str | None) -> tuple[Path, bool] | None:
+    """(the registry directory, whether the person named it) when it does not exist, else None.
+
+    Named: ``--dir`` or ``$PORTLEASE_DIR``. ``lexists``: a dangling link is not "missing" (the
+    registry's own check then says what it is).
+    """
+    explicit = given is not None or bool(os.environ.get("PORTLEASE_DIR"))
+    path = Path(given) if given is not None else default_directory()
+    return None if os.path.lexists(path) else (path, explicit)
+
+
+def _report_missing(missing: tuple[Path, bool], args: argparse.Namespace, out: TextIO) -> int:
+    """What ``ls``/``gc`` say about a registry directory that does not exist (none is created)."""
+    path, explicit = missing
+    if explicit:
+        _say(
+            "error",
+            f"no registry directory {path}: it does not exist (is the path right?); "
+            "nothing was created",
+        )
+        return 2
+    if args.command == "gc":
+        out.write("removed 0 stale lease(s)\n")
+    elif args.json:
+        out.write("[]\n")
+    else:
+        out.write("no leases\n")
+    return 0
 
 
 def _say(level: str, text: str) -> None:

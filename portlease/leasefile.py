@@ -24,6 +24,8 @@ Invariants:
     * The memo (the last bytes this instance read or wrote, their table and their records'
       JSON) is read and written only under the lock, and keyed by the full bytes: it is always
       exactly ``decode_table``'s answer for them.
+    * ``peek`` reads without the lock and never writes, moves aside or changes the memo: a
+      waiter looks at the file as often as it likes without holding up anyone's lock.
 
 Not guaranteed: the lock is advisory (``flock``); a process that ignores it can still change the
 file, and is then only seen, at the next read, as whatever it wrote.
@@ -142,6 +144,8 @@ class LeaseFile:
         self._memo_bytes: bytes | None = None
         self._memo_table = LeaseTable()
         self._memo_json: EncodedRecords = {}
+        # What ``peek`` last decoded (bytes, table), for waiters that look without the lock.
+        self._peeked: tuple[bytes, LeaseTable] | None = None
 
     @property
     def path(self) -> Path:
@@ -189,6 +193,30 @@ class LeaseFile:
             yield txn
             if txn.dirty:
                 self._write(txn.table)
+
+    def peek(self) -> LeaseTable | None:
+        """The table as last replaced, read WITHOUT the lock; ``None`` when it cannot be read.
+
+        ``leases.json`` is only ever replaced whole (``os.replace``), so this is one complete
+        version, possibly outdated the moment it returns: use it only to decide whether a
+        locked round is worth taking, never to change anything. Writes nothing, moves nothing
+        aside, and touches neither the memo nor the lock (it cannot delay a lock holder).
+        """
+        try:
+            data = read_state_file(self._lease_path, limit=MAX_LEASE_FILE)
+        except (UnreadableStateFile, OSError):
+            return None
+        if data is None:
+            return LeaseTable()
+        peeked = self._peeked  # one tuple: read and replaced atomically, whatever the thread
+        if peeked is not None and peeked[0] == data:
+            return peeked[1]
+        try:
+            table = decode_table(data)
+        except ValueError:
+            return None
+        self._peeked = (data, table)
+        return table
 
     def _read(self) -> LeaseTable:
         try:

@@ -8,6 +8,7 @@ Invariants:
       the path came from (an argument, ``$PORTLEASE_DIR``, the default). A missing one is
       created 0700. At a default location (a shared parent such as /tmp) a symlink in its place
       is refused too. Anything else is a ``RegistryError`` naming the directory and the fix.
+      With ``create=False`` nothing is created: a missing directory is a ``RegistryError``.
 
 Not guaranteed: the directory's parents are not checked (a parent another user may rename
 entries in defeats the check), and nothing stops the directory from changing after the check.
@@ -60,20 +61,26 @@ def default_directory() -> Path:
     return Path(tempfile.gettempdir()) / f"portlease-{os.getuid()}"
 
 
-def registry_directory(directory: str | os.PathLike[str] | None) -> Path:
+def registry_directory(directory: str | os.PathLike[str] | None, *, create: bool = True) -> Path:
     """The registry directory to use for ``directory`` (``None``: the default), made ready.
 
+    ``create=False`` never creates anything (``portlease ls``/``gc`` only look): a missing
+    directory is then a ``RegistryError`` saying it does not exist.
+
     Raises:
-        RegistryError: it cannot be created, is not a directory, or is unsafe.
+        RegistryError: it cannot be created (or is missing, with ``create=False``), is not a
+            directory, or is unsafe.
     """
     from_env = directory is None and bool(os.environ.get("PORTLEASE_DIR"))
     shared = directory is None and not from_env
     path = Path(directory) if directory is not None else default_directory()
-    _prepare_directory(path, shared_parent=shared, from_env=from_env)
+    _prepare_directory(path, shared_parent=shared, from_env=from_env, create=create)
     return path
 
 
-def _prepare_directory(path: Path, *, shared_parent: bool, from_env: bool) -> None:
+def _prepare_directory(
+    path: Path, *, shared_parent: bool, from_env: bool, create: bool = True
+) -> None:
     """Create ``path`` 0700 when missing; check it is a directory private to this user.
 
     Wherever the path came from, refuse a directory owned by someone else or one that group or
@@ -85,7 +92,7 @@ def _prepare_directory(path: Path, *, shared_parent: bool, from_env: bool) -> No
         RegistryError: it cannot be created, is not a directory, or is unsafe.
     """
     try:
-        check_private_directory(path, create=True, follow_symlinks=not shared_parent)
+        check_private_directory(path, create=create, follow_symlinks=not shared_parent)
     except UnsafeDirectory as exc:
         if shared_parent:
             hint = " (or set PORTLEASE_DIR to a private directory)"

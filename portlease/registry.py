@@ -30,9 +30,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import reprlib
 import secrets
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, MutableSequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -40,13 +41,14 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 from portlease import _procs, _sockets
 from portlease.errors import InvalidRequest, LeaseTimeout, PortBusy, RegistryError
-from portlease.holders import port_busy
+from portlease.holders import port_busy, set_busy
 from portlease.lease import Lease
 from portlease.leasefile import DEFAULT_LOCK_TIMEOUT, LeaseFile, Transaction
 from portlease.location import registry_directory
 from portlease.records import (
     DENIED,
     LeaseRecord,
+    LeaseTable,
     TurnState,
     WaiterRecord,
     check_meta,
@@ -56,6 +58,8 @@ from portlease.records import (
     lease_is_stale,
     loopback_address,
     next_ticket,
+    pruned,
+    set_turns,
 )
 
 if TYPE_CHECKING:
@@ -69,6 +73,13 @@ _MAX_REMEMBERED: Final = 1024
 _MAX_PICKS: Final = 64
 #: The most ports a port set may name (hermes's CIMD document names five).
 _MAX_SET: Final = 1024
+#: Waiter entries one set call queues at most (its first held ports, in trying order).
+_MAX_SET_QUEUE: Final = 8
+#: Ports last seen bound by foreign processes that a later round of a set tries again.
+_MAX_FOREIGN_RETRIES: Final = 16
+#: A waiting set takes a locked round at least this often (seconds), whatever the file read
+#: without the lock says: a foreign port may be freed without any change to the file.
+_SET_LOCKED_EVERY: Final = 1.0
 #: Polling while waiting for a fixed port: first sleep, growth, ceiling (seconds).
 _POLL_FIRST: Final = 0.002
 _POLL_GROWTH: Final = 1.5
@@ -94,9 +105,12 @@ class Registry:
         directory: where the lease file lives (str or path-like); created 0700 when missing.
             Default: ``default_directory()``.
         lock_timeout: seconds to wait for the registry lock before ``RegistryError``.
+        create: False never creates the directory (for tools that only look, such as
+            ``portlease ls``): a missing one is a ``RegistryError``.
 
     Raises:
-        RegistryError: the directory cannot be created or is not a safe directory.
+        RegistryError: the directory cannot be created (or is missing, with
+            ``create=False``) or is not a safe directory.
     """
 
     def __init__(
@@ -104,8 +118,9 @@ class Registry:
         directory: str | os.PathLike[str] | None = None,
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        create: bool = True,
     ) -> None:
-        self._directory = registry_directory(directory)
+        self._directory = registry_directory(directory, create=create)
         self._file = LeaseFile(self._directory, lock_timeout)
         self._own: tuple[int, float] | None = None
         # Start times of other processes, reused for a second by later operations (see
@@ -317,29 +332,57 @@ class Registry:
     ) -> Lease:
         """The first port of ``ports`` that may be taken now, else wait for one.
 
-        Each port is judged as a fixed port is (``fixed_port_turn``). While waiting, this
-        call has one waiter entry per port held by a live lease, all with one ticket (its
-        arrival), so whichever of them is released goes to the earliest waiter for it.
-        Ports bound by foreign processes are tried again on every round.
+        Each port is judged as a fixed port is (``set_turns``, one pass over the table). While
+        waiting, this call has one waiter entry for each of the first ``_MAX_SET_QUEUE``
+        ports held by a live lease, all with one ticket (its arrival): whichever of those is
+        released goes to the earliest waiter for it; any other port of the set goes to
+        whoever finds it free first. The first round tries to bind every port that may be
+        taken; a later round tries the ports last seen bound by a foreign process at most
+        ``_MAX_FOREIGN_RETRIES`` at a time, in turn, so that a round's lock hold stays short
+        however large the set (a port a lease releases is tried in the very next round).
         """
         start = time.monotonic()
         deadline = start + wait
         waiter_ids = {p: secrets.token_hex(8) for p in ports}
         queued: set[str] = set()
+        foreign: dict[int, OSError] = {}
+        retry_from = 0
+        locked_round = start
+        seen: list[LeaseTable] = []  # the table the last look without the lock judged
         sleep = _POLL_FIRST
         sock: socket.socket | None = None
         record: LeaseRecord | None = None
         try:
             while True:
-                foreign: dict[int, OSError] = {}
                 held: dict[int, LeaseRecord | None] = {}
                 timeout: LeaseTimeout | None = None
+                retry = _foreign_retries(ports, foreign, retry_from)
+                now = time.monotonic()
+                if (
+                    queued
+                    and not retry
+                    and now < deadline
+                    and now - locked_round < _SET_LOCKED_EVERY
+                    and not self._may_take(ports, waiter_ids, seen)
+                ):
+                    # Nothing to take, said the file read without the lock: no lock round.
+                    # Thirty waiters taking the lock every poll kept others from it for
+                    # seconds (every round reads, prunes and judges the whole table).
+                    time.sleep(min(sleep, max(deadline - now, 0.0)))
+                    sleep = min(sleep * _POLL_GROWTH, _POLL_MAX)
+                    continue
+                locked_round = now
+                retry_from += len(retry)
                 with self._transaction() as txn:
+                    turns = set_turns(txn.table, ports, waiter_ids)
                     for candidate in ports:
-                        turn = fixed_port_turn(txn.table, candidate, waiter_ids[candidate])
+                        turn = turns[candidate]
                         if turn.state is not TurnState.TAKE:
                             held[candidate] = turn.holder
+                            foreign.pop(candidate, None)
                             continue
+                        if candidate in foreign and candidate not in retry:
+                            continue  # still counted foreign; its turn to be tried comes
                         try:
                             sock = _sockets.open_listener(address, candidate)
                         except OSError as exc:
@@ -366,7 +409,7 @@ class Registry:
                 if timeout is not None:
                     raise timeout
                 if not held:
-                    raise _all_foreign(ports, address, foreign)
+                    raise set_busy(ports, address, foreign)
                 time.sleep(min(sleep, max(deadline - time.monotonic(), 0.0)))
                 sleep = min(sleep * _POLL_GROWTH, _POLL_MAX)
         except BaseException:
@@ -376,6 +419,31 @@ class Registry:
                 self._forget_waiter(waiter_id)
             raise
 
+    def _may_take(
+        self,
+        ports: tuple[int, ...],
+        waiter_ids: Mapping[int, str],
+        seen: MutableSequence[LeaseTable],
+    ) -> bool:
+        """Whether, by the lease file read without the lock, a port of the set may be ours.
+
+        True when the file cannot be read that way (the locked round will say). False at once
+        when the file is the very one judged last time (``seen``): only a death could change
+        the answer, and the locked round every ``_SET_LOCKED_EVERY`` seconds sees deaths, so
+        thirty idle waiters cost a file read each per poll. The probe is a fresh one without
+        the registry's remembered start times: those are touched only under the lock.
+        """
+        table = self._file.peek()
+        if table is None:
+            return True
+        if seen and seen[0] is table:
+            return False
+        seen.clear()
+        seen.append(table)
+        live = pruned(table, _procs.LivenessProbe(self._own_process()), time.time()).table
+        turns = set_turns(live, ports, waiter_ids)
+        return any(turn.state is TurnState.TAKE for turn in turns.values())
+
     def _queue(
         self,
         txn: Transaction,
@@ -384,12 +452,14 @@ class Registry:
         deadline: float,
         queued: set[str],
     ) -> None:
-        """One waiter entry per held port, all with one ticket (under the lock)."""
+        """Waiter entries for the first ``_MAX_SET_QUEUE`` held ports, one ticket (locked)."""
         pid, started = self._own_process()
         now = time.time()
         ticket = next_ticket(txn.table)
         table = txn.table
-        for candidate in held:
+        # Bounded: a set of 1,024 ports would otherwise add 1,024 entries per waiter to the
+        # file that every acquire of every process reads, prunes and writes back.
+        for candidate in list(held)[:_MAX_SET_QUEUE]:
             waiter = WaiterRecord(
                 id=waiter_ids[candidate],
                 port=candidate,
@@ -480,33 +550,30 @@ def _port_set(port: object) -> tuple[int, ...]:
         raise InvalidRequest(
             f"port must be an int (0: any free port) or a set or sequence of ports, not {port!r}"
         )
-    items = sorted(port) if isinstance(port, set | frozenset) else list(port)
-    if not items or len(items) > _MAX_SET:
-        raise InvalidRequest(f"a port set holds 1 to {_MAX_SET} ports, not {len(items)}")
+    if not 1 <= len(port) <= _MAX_SET:
+        raise InvalidRequest(f"a port set holds 1 to {_MAX_SET} ports, not {len(port)}")
+    items = list(port)
+    # Checked before sorting: sorted() of mixed types ({5000, "a"}) raises TypeError.
     for item in items:
         if type(item) is not int or not 1 <= item <= 65535:
-            raise InvalidRequest(f"every port of a port set is an int in 1..65535, not {item!r}")
+            raise InvalidRequest(
+                f"every port of a port set is an int in 1..65535, not {reprlib.repr(item)}"
+            )
+    if isinstance(port, set | frozenset):
+        items.sort()
     return tuple(dict.fromkeys(items))
 
 
-def _all_foreign(ports: tuple[int, ...], address: str, failures: Mapping[int, OSError]) -> PortBusy:
-    """``PortBusy`` for a set whose every port is bound by a process without a lease."""
-    busy = [port_busy(p, address, failures[p]) for p in ports if p in failures]
-    if len(busy) == 1:
-        return busy[0]
-    shown = "; ".join(
-        f"{b.port}: pid {b.pid} ({b.process_name or 'name unknown'})"
-        if b.pid is not None
-        else f"{b.port}: {b.detail or 'a process the OS did not name'}"
-        for b in busy
-    )
-    listed = ", ".join(str(p) for p in ports)
-    return PortBusy(
-        busy[0].port,
-        host=address,
-        detail=f"nor can any other of ports {listed}: each is bound by a process without a "
-        f"lease ({shown})",
-    )
+def _foreign_retries(
+    ports: tuple[int, ...], foreign: Mapping[int, OSError], start: int
+) -> frozenset[int]:
+    """The next ``_MAX_FOREIGN_RETRIES`` ports of ``foreign`` in the set's order, from ``start``
+    (wrapping): every foreign port is tried again within ``len(foreign) / 16`` rounds."""
+    known = [p for p in ports if p in foreign]
+    if len(known) <= _MAX_FOREIGN_RETRIES:
+        return frozenset(known)
+    first = start % len(known)
+    return frozenset((known + known)[first : first + _MAX_FOREIGN_RETRIES])
 
 
 def _bind_unclaimed(address: str, claimed: frozenset[int]) -> socket.socket:
