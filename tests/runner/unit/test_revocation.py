@@ -254,3 +254,41 @@ def test_no_second_try_when_the_secret_was_in_the_body() -> None:
     (first, _) = revocation_plan(record(method="client_secret_post", secret="s")).requests
     refused = read_answer("refresh_token", 400, b'{"error": "invalid_request"}', None, now=NOW)
     assert second_try(first, refused) is None
+
+
+@SETTINGS
+@given(
+    method=st.sampled_from([None, "none", "client_secret_post", "client_secret_basic"]),
+    secret=st.none() | st.text(max_size=20),
+    granted_by=st.none() | st.sampled_from([ISSUER, ISSUER + "/", "https://other.example"]),
+    refresh_token=st.none() | st.text(min_size=1, max_size=20),
+    endpoint=st.none() | st.just(REVOKE_URL),
+)
+def test_any_stored_login_has_a_plan_that_keeps_tokens_at_their_issuer(
+    method: str | None,
+    secret: str | None,
+    granted_by: str | None,
+    refresh_token: str | None,
+    endpoint: str | None,
+) -> None:
+    stored = record(
+        method=method,
+        secret=secret,
+        granted_by=granted_by,
+        refresh_token=refresh_token,
+        endpoint=endpoint,
+    )
+    plan = revocation_plan(stored)
+    outcomes = [r.token for r in plan.requests] + [o.token for o in plan.unsent]
+    assert outcomes == (["refresh_token"] if refresh_token else []) + ["access_token"]
+    if plan.requests:
+        assert endpoint is not None and (granted_by or ISSUER).rstrip("/") == ISSUER
+        for request in plan.requests:
+            assert request.url == REVOKE_URL
+            assert request.form["client_id"] == "cid/1"
+            assert ("Authorization" in request.headers) is bool(
+                method == "client_secret_basic" and secret
+            )
+            assert ("client_secret" in request.form) is bool(
+                method == "client_secret_post" and secret
+            )
