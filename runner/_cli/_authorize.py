@@ -16,8 +16,10 @@ from typing import IO, Any
 import anyio
 
 from runner._cli._common import load_config, reported_warnings, table
+from runner._cli._flow import with_flow
 from runner._core._events import (
     CallbackReceived,
+    DeviceCodeIssued,
     Event,
     Finished,
     Listening,
@@ -74,9 +76,12 @@ class Live:
                 self.line(name, "waiting for the browser")
                 if self.prompt:
                     self._prompt()
+            case DeviceCodeIssued(name=str(name)):
+                self.how[name] = "device"
+                self._device_code(name, event)
             case CallbackReceived(name=str(name), source=source):
-                self.how[name] = "pasted" if source == "paste" else "browser"
-                self.line(name, "exchanging the code for tokens")
+                self.how[name] = {"paste": "pasted", "device": "device"}.get(source, "browser")
+                self.line(name, str(event) if source == "device" else "exchanging the code")
             case Finished(name=name, result=result):
                 if result.error is not None:
                     self.line(name, f"failed: {without_name(name, str(result.error))}")
@@ -86,6 +91,22 @@ class Live:
                 pass  # the URL line says the port
             case _:
                 self.line(event.name or "runner", str(event))
+
+    def _device_code(self, name: str, event: DeviceCodeIssued) -> None:
+        """A device login's code, set apart from the other lines: a person must read it.
+        (The code and the addresses are printable: ``runner._core._device`` checks them.)"""
+        self.line(name, str(event))
+        minutes = max(1, round(event.expires_in / 60))
+        complete = event.verification_uri_complete
+        also = f"    or open {complete}\n" if complete else ""
+        with self.lock:
+            print(
+                f"\n  >>> open {event.verification_uri} on any device and enter the code\n\n"
+                f"        {event.user_code}\n\n{also}"
+                f"    (for {name}; it expires in about {minutes} min)\n",
+                file=self.out,
+                flush=True,
+            )
 
     def _prompt(self) -> None:
         with self.lock:
@@ -128,6 +149,7 @@ async def run_authorize(
 
 def authorize(args: argparse.Namespace) -> int:
     config, place = load_config(args)
+    config.specs[:] = with_flow(config.specs, args.flow)
     out = sys.stderr if args.json else sys.stdout
     live = Live(out=out, prompt=stdin_is_terminal())
     if not args.json:

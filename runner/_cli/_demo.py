@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner._cli._common import outcome, table
-from runner._core._events import Event
+from runner._cli._flow import with_flow
+from runner._core._entries import parse_servers
+from runner._core._events import DeviceCodeIssued, Event
+from runner._core._spec import ServerSpec
 from runner._parent._runner import authorize_many
 from runner._stores._token_store import TokenStore
 from runner.errors import InvalidServerSpec
+
+if TYPE_CHECKING:
+    from runner.sandbox import SandboxServer
 
 __all__ = ["demo", "login_json"]
 
@@ -20,11 +27,17 @@ __all__ = ["demo", "login_json"]
 class Printer:
     """Progress lines, each prefixed with the time since start and the server."""
 
-    def __init__(self) -> None:
+    def __init__(self, approve: Callable[[str], object] | None = None) -> None:
         self.started = time.monotonic()
+        self.approve = approve
 
     def __call__(self, event: Event) -> None:
         self.say(event.name, str(event))
+        if isinstance(event, DeviceCodeIssued) and self.approve is not None:
+            # The demo's person: reads the code off the screen and enters it on "another
+            # device" (the sandbox's verification page, simulated), as a person would.
+            self.say(event.name, f"(the sandbox's simulated person enters {event.user_code})")
+            self.approve(event.user_code)
 
     def say(self, name: str | None, message: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -34,11 +47,11 @@ class Printer:
 async def demo(servers: int, timeout: float, store_dir: Path) -> int:
     from runner.sandbox import Sandbox, list_tools_with_token  # the demo's servers only
 
-    printer = Printer()
-    with Sandbox(servers=servers) as sandbox:
+    with Sandbox(servers=servers, device=True) as sandbox:
+        printer = Printer(approve=sandbox.approve_device)
         printer.say(None, f"sandbox up: {servers} MCP server(s) with their authorization servers")
         results = await authorize_many(
-            sandbox.config(),
+            _demo_specs(sandbox.servers),
             store=TokenStore(store_dir),
             timeout=timeout,
             browser=sandbox.browser,
@@ -65,13 +78,25 @@ async def demo(servers: int, timeout: float, store_dir: Path) -> int:
     return 0 if good == len(results) else 1
 
 
+def _demo_specs(servers: list[SandboxServer]) -> list[ServerSpec]:
+    """The sandbox's servers to log in to: by browser, but the last one (of two or more) by
+    device flow (RFC 8628), to show both side by side."""
+    device = len(servers) - 1 if len(servers) > 1 else -1
+    return [
+        ServerSpec(name=server.name, url=server.url, flow="device" if i == device else "browser")
+        for i, server in enumerate(servers)
+    ]
+
+
 async def no_pastes() -> Any:
     """The demo's browser is automatic: nothing is read from the terminal."""
     return
     yield  # an empty async generator
 
 
-async def login_json(config: Path, timeout: float, store_dir: Path | None) -> int:
+async def login_json(
+    config: Path, timeout: float, store_dir: Path | None, flow: str | None = None
+) -> int:
     try:
         servers = json.loads(config.read_text())
     except (OSError, ValueError) as exc:
@@ -87,8 +112,9 @@ async def login_json(config: Path, timeout: float, store_dir: Path | None) -> in
         return 1
     printer = Printer()
     try:
+        specs = with_flow(parse_servers(servers), flow)  # --flow: every server's flow
         results = await authorize_many(
-            servers, store=TokenStore(store_dir), timeout=timeout, progress=printer
+            specs, store=TokenStore(store_dir), timeout=timeout, progress=printer
         )
     except InvalidServerSpec as exc:
         print(f"python -m runner: error: {config}: {exc}", file=sys.stderr)

@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive, default=300.0, help="seconds per login (default: 300)"
     )
     authorize.add_argument("--json", action="store_true", help="the results as JSON on stdout")
+    authorize.add_argument(
+        "--flow",
+        choices=("browser", "device"),
+        default=None,
+        help="log in to every server this way (default: each server's oauth.flow, else "
+        "browser); device: enter a code on any device (RFC 8628), no browser needed here",
+    )
     status = commands.add_parser("status", help="which servers are logged in, until when")
     _where_options(status)
     status.add_argument("--server", action="append", metavar="NAME", help="only this server")
@@ -105,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     login = commands.add_parser("login", help="log in to the servers of a JSON config")
     login.add_argument("config", type=Path, help='{"name": {"url": ..., "oauth": {...}}}')
     login.add_argument("--timeout", type=_positive, default=300.0, help="seconds per login")
+    login.add_argument(
+        "--flow",
+        choices=("browser", "device"),
+        default=None,
+        help="log in to every server this way (default: each server's own flow)",
+    )
     login.add_argument("--store", type=Path, default=None, help="token directory")
     return parser
 
@@ -129,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from runner._cli._demo import login_json
 
-            return anyio.run(login_json, args.config, args.timeout, args.store)
+            return anyio.run(login_json, args.config, args.timeout, args.store, args.flow)
         if args.command == "authorize":
             from runner._cli._authorize import authorize
 
