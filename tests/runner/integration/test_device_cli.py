@@ -56,15 +56,15 @@ class Reader:
                 self.approved[found.group(2)] = self._sandbox.approve_device(found.group(2))
 
 
-def authorize(
+def run_cli(
     sb: Sandbox, tmp_path: Path, env: dict[str, str], *args: str
 ) -> tuple[int, str, str, dict[str, bool]]:
-    """``python -m runner authorize ARGS``: its exit code, output, errors and the codes the
+    """``python -m runner ARGS``: its exit code, output, errors and the codes the
     simulated person approved (bounded: 90 s)."""
     with (
         (tmp_path / "stderr").open("w") as err,
         subprocess.Popen(
-            [sys.executable, "-m", "runner", "authorize", *args],
+            [sys.executable, "-m", "runner", *args],
             stdout=subprocess.PIPE,
             stderr=err,
             stdin=subprocess.DEVNULL,
@@ -104,8 +104,17 @@ mcp_servers:
       flow: browser
 """
         )
-        code, output, stderr, approved = authorize(
-            sb, tmp_path, env, "--hermes-home", str(home), "--flow", "device", "--timeout", "60"
+        code, output, stderr, approved = run_cli(
+            sb,
+            tmp_path,
+            env,
+            "authorize",
+            "--hermes-home",
+            str(home),
+            "--flow",
+            "device",
+            "--timeout",
+            "60",
         )
         assert code == 0, output + stderr
         assert len(approved) == 2 and all(approved.values()), output
@@ -136,8 +145,28 @@ mcp_servers:
       flow: device
 """
         )
-        code, output, stderr, approved = authorize(sb, tmp_path, env, "--hermes-home", str(home))
+        code, output, stderr, approved = run_cli(
+            sb, tmp_path, env, "authorize", "--hermes-home", str(home)
+        )
         assert code == 0, output + stderr
         assert list(approved.values()) == [True], output
         assert not calls.exists()
         assert "note: oauth.flow" not in output
+
+
+@pytest.mark.timeout(120)
+def test_login_flow_device_logs_in_every_server_of_a_json_file(tmp_path: Path) -> None:
+    env, calls = environment(tmp_path)
+    with Sandbox(servers=2, device=True) as sb:
+        config = tmp_path / "servers.json"
+        config.write_text(json.dumps({s.name: {"url": s.url} for s in sb.servers}))
+        store = tmp_path / "store"
+        code, output, stderr, approved = run_cli(
+            sb, tmp_path, env, "login", str(config), "--flow", "device", "--store", str(store)
+        )
+        assert code == 0, output + stderr
+        assert len(approved) == 2 and all(approved.values()), output
+        assert not calls.exists()
+        for server in sb.servers:
+            stored = json.loads((store / f"{server.name}.json").read_text())
+            assert stored["tokens"]["access_token"] in sb.issued_tokens(server.name)
