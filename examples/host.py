@@ -2,6 +2,7 @@
 
     python examples/host.py                  # against the embedded sandbox (loopback only)
     python examples/host.py servers.json     # against the servers of a hermes-style config
+    python examples/host.py config.yaml      # against the OAuth servers of hermes's config
 
 Against the sandbox (the default), whose access tokens live ``--ttl`` seconds:
 
@@ -16,8 +17,9 @@ Against the sandbox (the default), whose access tokens live ``--ttl`` seconds:
 It prints what the authorization server saw and exits 0 only when exactly one refresh grant
 happened and no browser was opened after the first login.
 
-With a config (``{"name": {"url": ..., "oauth": {...}}}``, or the same under
-``"mcp_servers"``) it logs in to every server (the system browser, when one must be opened)
+With a config (a JSON file ``{"name": {"url": ..., "oauth": {...}}}``, or the same under
+``"mcp_servers"``; or a hermes ``config.yaml``, read as ``mcp-oauth`` reads it) it logs in to
+every server (the system browser, when one must be opened)
 and lists each one's tools through ``runner.provider``; tokens are kept in ``--store``.
 """
 
@@ -40,6 +42,7 @@ from mcp.client.streamable_http import streamable_http_client
 import runner
 from runner import TokenStore, authorize_many
 from runner._child._sdk import http as sdk_http  # httpx2 on mcp 2.x, httpx on 1.x
+from runner.hermes_config import read_hermes_config
 
 #: The longest the demo waits for a token to expire, whatever --ttl says.
 MAX_WAIT = 30.0
@@ -122,30 +125,50 @@ async def sandbox_demo(ttl: int, timeout: float) -> int:
     return 0 if good else 1
 
 
-def read_config(path: Path) -> dict[str, Mapping[str, Any]]:
+#: One server of a config: a hermes config's ``ServerSpec``, or a JSON file's (name, entry).
+Server = runner.ServerSpec | tuple[str, Mapping[str, Any]]
+
+
+def read_config(path: Path) -> list[Server]:
+    """The servers of ``path``: a ``.json`` file of hermes-style entries (read with the
+    library's rules: ``auth`` may be left out), else a hermes ``config.yaml``, read as
+    ``mcp-oauth`` reads it (``runner.hermes_config.read_hermes_config``: bounded, hermes's
+    rules and ``${VAR}`` interpolation; its non-OAuth servers are left out)."""
+    if path.suffix != ".json":
+        config = read_hermes_config(path)
+        for name, reason in config.skipped:
+            say(f"{name!r}: skipped: {reason}")
+        return list(config.specs)
     servers = json.loads(path.read_text())
     if isinstance(servers, dict) and isinstance(servers.get("mcp_servers"), dict):
         servers = servers["mcp_servers"]
     if not isinstance(servers, dict):
         raise ValueError("expected an object of servers")
-    return servers
+    return list(servers.items())
+
+
+def server_name(server: Server) -> str:
+    return server.name if isinstance(server, runner.ServerSpec) else server[0]
 
 
 async def config_hosts(config: Path, store_dir: Path | None, timeout: float) -> int:
     try:
         servers = read_config(config)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # HermesConfigError is a ValueError too
         say(f"cannot read {config}: {exc}")
         return 2
     store = TokenStore(store_dir)
-    results = await authorize_many(servers, store=store, timeout=timeout)
+    specs = [s for s in servers if isinstance(s, runner.ServerSpec)]
+    entries = {s[0]: s[1] for s in servers if not isinstance(s, runner.ServerSpec)}
+    results = await authorize_many(specs or entries, store=store, timeout=timeout)
     failed = 0
-    for name, entry in servers.items():
+    for server in servers:
+        name = server_name(server)
         if not results[name].ok:
             say(f"{name}: login FAILED: {results[name].error}")
             failed += 1
             continue
-        auth = runner.provider((name, entry), store=store, timeout=timeout)
+        auth = runner.provider(server, store=store, timeout=timeout)
         try:
             async with (
                 sdk_http.AsyncClient(auth=auth, timeout=timeout) as http,
@@ -162,7 +185,9 @@ async def config_hosts(config: Path, store_dir: Path | None, timeout: float) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", type=Path, nargs="?", help="hermes-style JSON servers")
+    parser.add_argument(
+        "config", type=Path, nargs="?", help="hermes-style JSON servers, or a hermes config.yaml"
+    )
     parser.add_argument("--store", type=Path, default=None, help="token directory (config)")
     parser.add_argument("--ttl", type=int, default=3, help="sandbox token lifetime, seconds")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per login")

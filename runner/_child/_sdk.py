@@ -54,6 +54,7 @@ from runner.errors import (
     FlowError,
     FlowTimeout,
     OAuthProtocolError,
+    ServerUnreachable,
 )
 
 __all__ = [
@@ -306,12 +307,28 @@ def snapshot(provider: OAuthClientProvider, server_url: str) -> dict[str, Any]:
     ).to_dict()
 
 
+def _request_url(exc: BaseException) -> str | None:
+    """The URL of the request an HTTP client's error is about, without its query (it may
+    carry a code or a state), if the error knows it."""
+    try:
+        url = exc.request.url  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError when it is unset
+        return None
+    return str(url.copy_with(query=None, fragment=None))
+
+
 def error_from_sdk(exc: BaseException, server_url: str) -> FlowError:
     """Map what the SDK or the HTTP client raised to a ``runner.errors`` class."""
     if isinstance(exc, FlowError):
         return exc
     if isinstance(exc, OAuthFlowError | OAuthTokenError | OAuthRegistrationError):
         return OAuthProtocolError(f"{server_url}: {exc}")
+    if isinstance(exc, http.ConnectError):
+        # Before any answer: no protocol went wrong, the server is not there (yet).
+        return ServerUnreachable(
+            f"{server_url}: could not connect to {_request_url(exc) or server_url} "
+            f"({exc or type(exc).__name__})"
+        )
     if isinstance(exc, http.TimeoutException):
         return FlowTimeout(f"{server_url}: the server did not answer in time ({exc!r})")
     if isinstance(exc, http.HTTPError):

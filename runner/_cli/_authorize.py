@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import anyio
 
 from runner._cli._common import load_config, reported_warnings, table
+from runner._cli._errors import printable
 from runner._cli._flow import with_flow
 from runner._core._events import (
     CallbackReceived,
@@ -29,6 +31,7 @@ from runner._core._events import (
     UsingStoredLogin,
     WaitingForBrowser,
 )
+from runner._core._remote import remote_without_display, tunnel_hint
 from runner._core._spec import FlowResult, ServerSpec
 from runner._parent._offloop import register_system_browsers
 from runner._parent._runner import authorize_many
@@ -36,6 +39,20 @@ from runner._parent._terminal import stdin_is_terminal
 from runner._stores._token_store import TokenStore
 
 __all__ = ["Live", "authorize"]
+
+
+def local_user(env: Mapping[str, str]) -> str:
+    """This process's user name, for the ``ssh`` line: $USER, $LOGNAME, else the password
+    database's; "" when none is known (the line then says ``$USER``)."""
+    name = env.get("USER") or env.get("LOGNAME")
+    if name:
+        return name
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):
+        return ""
 
 
 def without_name(name: str, message: str) -> str:
@@ -58,7 +75,12 @@ class Live:
     def line(self, name: str, text: str) -> None:
         with self.lock:
             elapsed = time.monotonic() - self.started
-            print(f"{elapsed:6.1f}s  {name:<16} {text}", file=self.out, flush=True)
+            # Names and texts come from the config and the servers: escaped (printable).
+            print(
+                f"{elapsed:6.1f}s  {printable(name):<16} {printable(text)}",
+                file=self.out,
+                flush=True,
+            )
 
     def progress(self, event: Event) -> None:
         match event:
@@ -120,10 +142,22 @@ class Live:
                 flush=True,
             )
 
-    def browser(self, *, open_it: bool) -> Callable[[str, ServerSpec], None]:
+    def browser(
+        self, *, open_it: bool, env: Mapping[str, str] | None = None
+    ) -> Callable[[str, ServerSpec], None]:
+        """The ``browser=`` callback: the URL printed, then opened unless ``open_it`` is False
+        or ``env`` (default ``os.environ``) says SSH with no display; there the exact
+        ``ssh -L`` line for this login's port is printed before the URL."""
+        environ = os.environ if env is None else env
+        remote = remote_without_display(environ)
+
         def browser(url: str, spec: ServerSpec) -> None:
+            hint = tunnel_hint(environ, url, local_user(environ))
+            if hint is not None:
+                with self.lock:
+                    print("\n" + "\n".join(printable(h) for h in hint) + "\n", file=self.out)
             self.line(spec.name, f"open this URL to log in: {url}")
-            if not open_it:
+            if not open_it or remote:  # over SSH with no display no browser can show it
                 return
             try:
                 opened = webbrowser.open(url)
@@ -153,7 +187,11 @@ def authorize(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     live = Live(out=out, prompt=stdin_is_terminal())
     if not args.json:
-        print(f"config: {place.config}\ntokens: {place.token_dir}", file=out, flush=True)
+        print(
+            f"config: {printable(str(place.config))}\ntokens: {printable(str(place.token_dir))}",
+            file=out,
+            flush=True,
+        )
     for name, reason in config.skipped:
         live.line(name, f"skipped: {reason}")
     for name, notes in config.notes.items():
@@ -205,7 +243,7 @@ def authorize(args: argparse.Namespace) -> int:
     rows += [[n, "skipped", "-", "-", "-", r] for n, r in config.skipped]
     print()
     if len(rows) == 1:
-        print(f"no mcp_servers in {place.config}: nothing to log in to")
+        print(f"no mcp_servers in {printable(str(place.config))}: nothing to log in to")
         return 0
     print(table(rows))
     good = sum(1 for r in results.values() if r.ok)

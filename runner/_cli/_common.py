@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from runner._cli._errors import CommandError
+from runner._cli._errors import CommandError, printable
 from runner._core._entries import HermesConfig
 from runner._core._spec import FlowResult
+from runner._core._stored import clamp_expiry
 from runner._hosts._hermes_config import read_hermes_config
 from runner._stores._hermes_store import HermesTokenStore, default_hermes_home
 from runner._stores._token_store import TokenStore
@@ -86,12 +88,17 @@ def reported_warnings(err: IO[str]) -> Iterator[None]:
             yield
         finally:
             for item in caught:
-                print(f"warning: {item.message}", file=err, flush=True)
+                print(f"warning: {printable(str(item.message))}", file=err, flush=True)
 
 
 def when(epoch: float | None, now: float) -> str:
+    """An expiry as a person reads it; any number formats (a date beyond what ``datetime``
+    holds is clamped first, as every stored record's is)."""
     if epoch is None:
         return "no expiry"
+    if not math.isfinite(epoch):
+        return "no expiry" if epoch > 0 else "expired"
+    epoch = clamp_expiry(epoch) or 0.0
     moment = datetime.datetime.fromtimestamp(epoch).astimezone()
     left = epoch - now
     span = abs(left)
@@ -107,12 +114,15 @@ def when(epoch: float | None, now: float) -> str:
 
 
 def iso(epoch: float | None) -> str | None:
-    if epoch is None:
+    if epoch is None or not math.isfinite(epoch):
         return None
+    epoch = clamp_expiry(epoch) or 0.0
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat()
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
+    """The rows as aligned columns; every cell escaped for the terminal (``printable``)."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import sys
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner._cli._common import outcome, table
+from runner._cli._errors import CommandError, printable
 from runner._cli._flow import with_flow
 from runner._core._entries import parse_servers
 from runner._core._events import DeviceCodeIssued, Event
+from runner._core._remote import remote_without_display, tunnel_hint
 from runner._core._spec import ServerSpec
 from runner._parent._runner import authorize_many
 from runner._stores._token_store import TokenStore
@@ -41,7 +42,7 @@ class Printer:
 
     def say(self, name: str | None, message: str) -> None:
         elapsed = time.monotonic() - self.started
-        print(f"{elapsed:7.3f}s  {name or '':<12} {message}", flush=True)
+        print(f"{elapsed:7.3f}s  {printable(name or ''):<12} {printable(message)}", flush=True)
 
 
 async def demo(servers: int, timeout: float, store_dir: Path) -> int:
@@ -94,31 +95,76 @@ async def no_pastes() -> Any:
     yield  # an empty async generator
 
 
-async def login_json(
-    config: Path, timeout: float, store_dir: Path | None, flow: str | None = None
+def login_json(
+    config: Path,
+    timeout: float,
+    store_dir: Path | None,
+    flow: str | None = None,
+    no_browser: bool = False,
 ) -> int:
-    try:
-        servers = json.loads(config.read_text())
-    except (OSError, ValueError) as exc:
-        print(f"python -m runner: error: cannot read {config}: {exc}", file=sys.stderr)
-        return 1
-    if isinstance(servers, dict) and isinstance(servers.get("mcp_servers"), dict):
-        servers = servers["mcp_servers"]
-    if not isinstance(servers, dict):
-        print(
-            f"python -m runner: error: {config} must hold an object of servers",
-            file=sys.stderr,
-        )
-        return 1
+    """``login FILE``: a ``.json`` file of servers (``{"name": {"url": ...}}``, or the same
+    under ``"mcp_servers"``), read with the library's rules as before (an entry without
+    ``auth`` is an OAuth login); any other file is a hermes ``config.yaml``, read as
+    ``authorize`` reads it (``read_hermes_config``: hermes's rules, skipped entries said).
+    Either is read bounded, without blocking. ``no_browser``: the URLs are printed, no
+    browser is opened; over SSH with no display none is opened either, and each URL comes
+    after the ``ssh -L`` line that carries its port (``runner._core._remote``).
+
+    Raises:
+        CommandError, InvalidServerSpec: the file is missing, unreadable or not a config
+            (one line; exit code 2).
+    """
+    import anyio
+
+    from runner._hosts._hermes_config import read_config_data, read_hermes_config
+
+    servers: Any
+    if config.suffix == ".json":
+        servers = read_config_data(config)
+        if isinstance(servers, dict) and isinstance(servers.get("mcp_servers"), dict):
+            servers = servers["mcp_servers"]
+        if not isinstance(servers, dict):
+            raise CommandError(f"{config}: must hold an object of servers")
+        try:
+            servers = parse_servers(servers)
+        except InvalidServerSpec as exc:
+            raise CommandError(f"{config}: {exc}") from None
+    else:
+        hermes = read_hermes_config(config)
+        for name, reason in hermes.skipped:
+            print(f"{printable(name)}: skipped: {printable(reason)}", flush=True)
+        servers = hermes.specs
+        if not servers:
+            print(f"no OAuth servers in {printable(str(config))}: nothing to log in to")
+            return 0
+    servers = with_flow(servers, flow)  # --flow: every server's flow
+    return anyio.run(_login, servers, timeout, TokenStore(store_dir), no_browser)
+
+
+def printing_browser(printer: Printer, env: Mapping[str, str]) -> Callable[[str, ServerSpec], None]:
+    """A ``browser=`` that prints the URL (after the ``ssh -L`` line when over SSH with no
+    display) and opens nothing."""
+    from runner._cli._authorize import local_user
+
+    def browser(url: str, spec: ServerSpec) -> None:
+        for line in tunnel_hint(env, url, local_user(env)) or ():
+            printer.say(spec.name, line)
+        printer.say(spec.name, f"open this URL to log in: {url}")
+
+    return browser
+
+
+async def _login(
+    servers: list[ServerSpec], timeout: float, store: TokenStore, no_browser: bool = False
+) -> int:
     printer = Printer()
-    try:
-        specs = with_flow(parse_servers(servers), flow)  # --flow: every server's flow
-        results = await authorize_many(
-            specs, store=TokenStore(store_dir), timeout=timeout, progress=printer
-        )
-    except InvalidServerSpec as exc:
-        print(f"python -m runner: error: {config}: {exc}", file=sys.stderr)
-        return 1
+    env = os.environ
+    # None: the runner's own (print, then the system browser); over SSH with no display
+    # there is none to open, and the person needs the tunnel's line.
+    browser = printing_browser(printer, env) if no_browser or remote_without_display(env) else None
+    results = await authorize_many(
+        servers, store=store, timeout=timeout, progress=printer, browser=browser
+    )
     rows = [["SERVER", "PORT", "OUTCOME", "TIME"]]
     rows += [
         [r.name, str(r.port or "-"), outcome(r), f"{r.elapsed:.2f}s"] for r in results.values()

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from runner._cli._common import iso, load_config, reported_warnings, table, when
+from runner._cli._errors import printable
 from runner._core._spec import ServerSpec
 from runner._core._stored import StoredLogin
 from runner._stores._hermes_store import registered_port
@@ -67,7 +68,7 @@ def status(args: argparse.Namespace) -> int:
         }
         print(json.dumps(document, indent=2))
         return 0
-    print(f"config: {place.config}\ntokens: {place.token_dir}\n")
+    print(f"config: {printable(str(place.config))}\ntokens: {printable(str(place.token_dir))}\n")
     rows = [["SERVER", "STATE", "EXPIRES", "SCOPES", "PORT", "NOTES"]]
     for row in servers:
         rows.append(
@@ -82,7 +83,7 @@ def status(args: argparse.Namespace) -> int:
         )
     rows += [[s["name"], "skipped", "-", "-", "-", s["reason"]] for s in skipped]
     if len(rows) == 1:
-        print(f"no mcp_servers in {place.config}")
+        print(f"no mcp_servers in {printable(str(place.config))}")
         return 0
     print(table(rows))
     return 0

@@ -23,8 +23,18 @@ Common rules: the host's keys (``headers``, ``timeout``, ``tools``, ``sampling``
 (``OAUTH_KEYS``; ``flow``, ``browser`` or ``device`` in any case, is ``ServerSpec.flow``);
 hermes's ``user_agent`` and ``application_type`` cannot be expressed and are noted; any
 other ``oauth`` key is an error; ``null`` and ``""`` mean unset (as in hermes);
-``redirect_port`` and ``timeout`` may be strings hermes would convert; a
-``url`` with ``${`` is an error (no interpolation here). Errors are one line naming the
+``redirect_port`` and ``timeout`` may be strings hermes would convert (with ``int()`` and
+``float()``, as hermes does).
+
+Interpolation (hermes's config only; ``tools/mcp_tool_config.py``, ``_interpolate_env_vars``):
+hermes replaces every ``${...}`` in an entry's string values before it reads the entry: the
+body, stripped, is one of Cursor's context variables (``CONTEXT_VARIABLES``), else an
+environment variable's name (a leading ``env:`` dropped); a value is not interpolated again.
+Here the keys read are interpolated (``url``, ``auth``, ``enabled``, every ``oauth:`` value),
+the others are not used and left alone. Where hermes keeps a reference to an unset or empty
+variable as written (and would send ``${SECRET}`` as the secret), this is an error naming the
+variable, the server and the key. The library's rules interpolate nothing (a host passes
+values) and refuse a ``url`` with ``${``. Errors are one line naming the
 server and the key, as ``oauth.key``: ``HermesConfigError`` (naming the file) for a config,
 ``InvalidServerSpec`` for the library. Never another exception.
 
@@ -51,6 +61,7 @@ from runner._core._spec import ServerSpec, check_server_name
 from runner.errors import HermesConfigError, InvalidServerSpec
 
 __all__ = [
+    "CONTEXT_VARIABLES",
     "HERMES_CIMD_PORTS",
     "HERMES_CIMD_URL",
     "HOST_KEYS",
@@ -137,6 +148,13 @@ _CIMD_HOSTS: Final = frozenset({"127.0.0.1", "localhost"})
 _TRUE_WORDS: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE_WORDS: Final = frozenset({"false", "0", "no", "off"})
 _UNSAFE: Final = re.compile(r"[^\w\-]")
+#: hermes's ``${...}`` reference (``tools/mcp_tool_config.py``): any characters but ``}``.
+_REFERENCE: Final = re.compile(r"\$\{([^}]+)\}")
+#: hermes's context variables (Cursor's), matched case-sensitively after stripping; their
+#: values are the caller's (``runner._hosts._hermes_config.hermes_context``).
+CONTEXT_VARIABLES: Final = frozenset(
+    {"userHome", "workspaceFolder", "workspaceFolderBasename", "pathSeparator", "/"}
+)
 
 
 @dataclass(frozen=True)
@@ -202,9 +220,46 @@ def _shown(value: object) -> str:
 class _Reader:
     """The rules of one caller (see the module docstring), and how it words an error."""
 
-    def __init__(self, *, hermes_config: bool, source: str) -> None:
+    def __init__(
+        self,
+        *,
+        hermes_config: bool,
+        source: str,
+        environ: Mapping[str, str] | None = None,
+        context: Mapping[str, str] | None = None,
+    ) -> None:
         self.hermes = hermes_config
         self.source = source
+        self.environ: Mapping[str, str] = environ if environ is not None else {}
+        self.context: Mapping[str, str] = context if context is not None else {}
+
+    def interpolated(self, name: str, key: str, value: object) -> object:
+        """``value`` with hermes's ``${...}`` references replaced (hermes's config only; see
+        the module docstring). A reference hermes would leave as written (a variable unset
+        or empty) is an error naming the variable, the server and the key; the value of a
+        variable is never part of a message."""
+        if not self.hermes or not isinstance(value, str) or "${" not in value:
+            return value
+
+        def replace(match: re.Match[str]) -> str:
+            body = match.group(1)
+            known = self.context.get(body.strip())
+            if known is not None:
+                return known
+            variable = body.strip()
+            if variable.startswith("env:"):  # Cursor's spelling, as hermes accepts it
+                variable = variable[len("env:") :].strip()
+            found = self.environ.get(variable)
+            if not found:
+                raise self.error(
+                    name,
+                    f"{key} refers to the environment variable {_shown(variable)}, which is "
+                    "not set (or empty); set it, or write the value itself (hermes also reads "
+                    "HERMES_HOME/.env, which this tool does not)",
+                )
+            return found
+
+        return _REFERENCE.sub(replace, value)
 
     def error(self, name: str, text: str) -> InvalidServerSpec:
         if self.hermes:
@@ -222,9 +277,10 @@ class _Reader:
             if self.hermes:
                 return Entry(name, skipped=f"not a mapping ({_shown(entry)}); hermes skips it too")
             raise self.error(name, "expected a mapping with a 'url'")
-        if not parse_boolish(entry.get("enabled", True)):
+        enabled = self.interpolated(name, "enabled", entry.get("enabled", True))
+        if not parse_boolish(enabled):
             return self.not_a_login(name, "disabled (enabled: false)")
-        auth = entry.get("auth")
+        auth = self.interpolated(name, "auth", entry.get("auth"))
         if auth is not None and not isinstance(auth, str):
             raise self.error(name, "auth must be a string such as 'oauth'")
         said = (auth or "").strip().lower()
@@ -249,12 +305,12 @@ class _Reader:
         return self.oauth_entry(name, entry)
 
     def oauth_entry(self, name: str, entry: Mapping[Any, Any]) -> Entry:
-        url = entry.get("url")
+        url = self.interpolated(name, "url", entry.get("url"))
         if url is None or url == "":
             raise self.error(name, "no 'url' (an OAuth login needs the MCP server's address)")
         if not isinstance(url, str):
             raise self.error(name, f"url must be a string, not {_shown(url)}")
-        if "${" in url:
+        if "${" in url:  # the library's rules: the host interpolates before it calls
             raise self.error(
                 name,
                 "url uses ${...} interpolation, which is not supported here; write the "
@@ -269,11 +325,12 @@ class _Reader:
         keys = _SPEC_KEYS if self.hermes else {**_SPEC_KEYS, **_LIBRARY_KEYS}
         known = sorted({*keys, *_NOTED_KEYS, "redirect_uri", "cimd"})
         options: dict[str, Any] = {}
-        for key, value in oauth.items():
+        for key, raw in oauth.items():
             if not isinstance(key, str) or key not in known:
                 raise self.error(
                     name, f"unknown oauth key {_shown(key)}; known keys: {', '.join(known)}"
                 )
+            value = self.interpolated(name, f"oauth.{key}", raw)
             if key == "redirect_uri":
                 if value:
                     return self.not_a_login(
@@ -292,7 +349,8 @@ class _Reader:
                 continue  # hermes treats null and empty as unset
             options[keys[key]] = self.coerced(name, key, value)
         if self.hermes:
-            options.update(_client_document(oauth, options, notes))
+            cimd = self.interpolated(name, "oauth.cimd", oauth.get("cimd"))
+            options.update(_client_document(cimd, options, notes))
         try:
             spec = ServerSpec(name=name, url=url, **options)
         except InvalidServerSpec as exc:
@@ -319,9 +377,13 @@ class _Reader:
         """hermes reads ``redirect_port`` with ``int()`` and ``timeout`` with ``float()``:
         accept the same strings ("8080", "300"); ``ServerSpec`` checks everything else."""
         if key == "redirect_port" and isinstance(value, str):
-            if not value.strip().isdigit():
-                raise self.error(name, f"oauth.redirect_port {value!r} is not a port number")
-            return int(value.strip())
+            # int() as hermes reads it; "²" passes str.isdigit() and int() refuses it.
+            try:
+                return int(value)
+            except ValueError:
+                raise self.error(
+                    name, f"oauth.redirect_port {_shown(value)} is not a port number"
+                ) from None
         if key == "timeout" and isinstance(value, str):
             try:
                 number = float(value)
@@ -349,14 +411,13 @@ def _why_not_oauth(entry: Mapping[Any, Any], auth: str | None) -> str:
     return "HTTP server without auth: oauth"
 
 
-def _client_document(
-    oauth: Mapping[Any, Any], options: Mapping[str, Any], notes: list[str]
-) -> dict[str, Any]:
-    """The Client ID Metadata Document options of a hermes entry, as hermes decides them
-    (see the module docstring). An unusable document URL is noted."""
+def _client_document(cimd: object, options: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
+    """The Client ID Metadata Document options of a hermes entry (``cimd`` is its
+    ``oauth.cimd``), as hermes decides them (see the module docstring). An unusable document
+    URL is noted."""
     url = options.get("client_metadata_url") or HERMES_CIMD_URL
     off = {"client_metadata_url": None}
-    if oauth.get("cimd") is False:
+    if cimd is False:
         return off
     if options.get("flow") == "device":
         return off  # a device login has no redirect URI for a document to declare (as hermes)
@@ -426,12 +487,22 @@ def parse_servers(
     return specs
 
 
-def parse_hermes_config(data: object, *, source: str = "<config>") -> HermesConfig:
+def parse_hermes_config(
+    data: object,
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    context: Mapping[str, str] | None = None,
+) -> HermesConfig:
     """The OAuth servers of decoded hermes config ``data`` (its ``mcp_servers`` mapping),
     read with hermes's rules. A config without ``mcp_servers`` (or an empty one) has none.
 
+    ``${VAR}`` references are replaced as hermes replaces them, from ``environ`` (none
+    given: an empty environment) and ``context`` (the values of ``CONTEXT_VARIABLES``).
+
     Raises:
-        HermesConfigError: an invalid value; one line naming ``source``, the server, the key.
+        HermesConfigError: an invalid value, or a reference to a variable that is not set;
+            one line naming ``source``, the server, the key.
     """
     config = HermesConfig(source=source)
     if data is None:
@@ -447,7 +518,7 @@ def parse_hermes_config(data: object, *, source: str = "<config>") -> HermesConf
         raise HermesConfigError(
             f"{source}: mcp_servers must be a mapping of server names, not {_shown(servers)}"
         )
-    reader = _Reader(hermes_config=True, source=source)
+    reader = _Reader(hermes_config=True, source=source, environ=environ, context=context)
     stems: dict[str, str] = {}
     for name, entry in servers.items():
         if not isinstance(name, str):

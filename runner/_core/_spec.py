@@ -20,9 +20,11 @@ from runner._core._loopback import DEFAULT_LOOPBACK_HOST, LOOPBACK_HOSTS
 from runner._core._messages import FLOWS
 from runner.errors import FlowError, InvalidServerSpec
 
-__all__ = ["FlowResult", "ServerSpec", "check_server_name"]
+__all__ = ["MAX_URL_CHARS", "FlowResult", "ServerSpec", "check_server_name", "url_problem"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: The longest server URL accepted (what a stored login's ``server_url`` may be).
+MAX_URL_CHARS = 8192
 
 
 @dataclass(frozen=True)
@@ -105,17 +107,43 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as an MCP server's address, or None when it is usable.
+
+    Usable: at most ``MAX_URL_CHARS`` characters, none of them whitespace, a control
+    character or a lone surrogate (``urlsplit`` would silently drop a tab or a newline that
+    the HTTP client then refuses mid-login); scheme http or https; a host; a port, when one
+    is written, from 1 to 65535; no user info (a password in a URL ends up in logs and
+    process listings, and the SDK does not send it anyway).
+    """
+    if len(url) > MAX_URL_CHARS:
+        return f"is longer than {MAX_URL_CHARS} characters"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "holds whitespace, a control character or a lone surrogate"
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        port = parts.port
+    except ValueError:  # an unclosed "[", a port out of range or not a number
+        return "is not a valid URL (its host or port cannot be read)"
+    if parts.scheme not in ("http", "https") or not hostname:
+        return "is not an http(s) URL with a host"
+    if port == 0:
+        return "names port 0; a server's port is 1-65535"
+    if parts.username is not None or parts.password is not None:
+        return "holds user info (user@ or user:password@); leave credentials out of the URL"
+    return None
+
+
 def _check_spec(spec: ServerSpec) -> None:
     check_server_name(spec.name)
     where = f"server {spec.name!r}"
     _expect_type(where, "url", spec.url, str)
-    try:
-        parts = urlsplit(spec.url)
-        hostname = parts.hostname
-    except ValueError:  # e.g. an unclosed "[" in the host
-        raise InvalidServerSpec(f"{where}: url {_shown(spec.url)} is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not hostname:
-        raise InvalidServerSpec(f"{where}: url {spec.url!r} is not an http(s) URL")
+    problem = url_problem(spec.url)
+    if problem is not None:
+        # A URL with user info may carry a password: it is not quoted.
+        shown = "(not shown)" if "user info" in problem else _shown(spec.url)
+        raise InvalidServerSpec(f"{where}: url {shown} {problem}")
     for key in ("scope", "client_id", "client_secret"):
         _expect_type(where, key, getattr(spec, key), (str, type(None)))
     _expect_type(where, "client_name", spec.client_name, str)

@@ -16,6 +16,9 @@ Guarantees:
   (``json.dumps(..., allow_nan=False)`` accepts it) and decodes to an equal record;
 - error messages name the field and what is wrong with it, never its value (a value may be
   a token);
+- ``expires_at`` is always None or within ``[0, MAX_EXPIRES_AT]`` (clamped, not refused: a
+  far-future expiry is a token that does not expire in practice), however the record was
+  made, so any expiry formats as a date;
 - no ``repr`` shows a token, a client secret or an authorization server's answer.
 """
 
@@ -32,10 +35,12 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToke
 from pydantic import ValidationError
 
 __all__ = [
+    "MAX_EXPIRES_AT",
     "MAX_RECORD_DEPTH",
     "STORE_VERSION",
     "InvalidLoginRecord",
     "StoredLogin",
+    "clamp_expiry",
     "issuer_of",
 ]
 
@@ -48,6 +53,12 @@ MAX_RECORD_DEPTH: Final = 32
 _INT_BOUND: Final = 2**63
 #: The longest ``server_url`` accepted; a URL longer than a browser's limit is not one.
 _MAX_URL_CHARS: Final = 8192
+#: The latest expiry a record keeps: 2100-01-01T00:00:00Z. A token endpoint may answer
+#: ``expires_in: 10**12`` and a file may say ``expires_at: 1e308``; neither is a date any
+#: calendar (``datetime`` stops at year 9999) or person can use, and both mean "does not
+#: expire in practice", which this still says. The earliest is the epoch: a time before it
+#: is as expired as the epoch itself.
+MAX_EXPIRES_AT: Final = 4102444800.0
 
 
 class InvalidLoginRecord(ValueError):
@@ -121,6 +132,16 @@ def _check_finite(key: str, value: float | None) -> float | None:
     return float(value)
 
 
+def clamp_expiry(expires_at: float | None) -> float | None:
+    """``expires_at`` within ``[0, MAX_EXPIRES_AT]`` (None stays None: no expiry known).
+
+    Every record is clamped when it is made, read or stored, so whatever formats an expiry
+    (``status``) gets a date ``datetime`` can represent."""
+    if expires_at is None:
+        return None
+    return min(max(expires_at, 0.0), MAX_EXPIRES_AT)
+
+
 class StoredLogin:
     """A validated login record: tokens, when they expire, the client registration and the
     authorization server's metadata (needed to refresh without a new browser login).
@@ -165,7 +186,7 @@ class StoredLogin:
             raise InvalidLoginRecord("oauth_metadata must be an OAuthMetadata or None")
         self.server_url = server_url
         self.tokens = tokens
-        self.expires_at = _check_finite("expires_at", expires_at)
+        self.expires_at = clamp_expiry(_check_finite("expires_at", expires_at))
         self.client_info = client_info
         self.oauth_metadata = oauth_metadata
         if granted_by is None and oauth_metadata is not None:

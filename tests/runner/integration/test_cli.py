@@ -38,7 +38,7 @@ def test_demo_logs_in_and_proves_every_token(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "words"),
     [
-        ("not json", "cannot read"),
+        ("not json", "not valid JSON"),
         ("[1, 2]", "must hold an object"),
         (
             '{"a": {"url": "http://127.0.0.1:1/mcp", "oauth": {"redirect_prot": 1}}}',
@@ -56,15 +56,16 @@ def test_login_reports_a_bad_config_without_a_traceback(
     config = tmp_path / "servers.json"
     config.write_text(content)
     done = run("login", str(config), "--store", str(tmp_path / "tokens"))
-    assert done.returncode == 1
+    assert done.returncode == 2  # a bad configuration, as the command line's exit codes say
     assert words in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
 
 
 def test_login_with_a_missing_file(tmp_path: Path) -> None:
     done = run("login", str(tmp_path / "nope.json"))
-    assert done.returncode == 1
-    assert "cannot read" in done.stderr
+    assert done.returncode == 2
+    assert "no such file" in done.stderr and "Errno" not in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -181,7 +181,7 @@ def test_a_name_this_library_cannot_use_is_skipped() -> None:
         ({"auth": "oauth", "url": URL, "oauth": {"scope": 3}}, "oauth.scope"),
         ({"auth": "oauth", "url": URL, "oauth": {"client_secret": "s"}}, "oauth.client_id"),
         ({"auth": "oauth", "url": URL, "oauth": ["x"]}, "oauth must be a mapping"),
-        ({"auth": "oauth", "url": "${MCP_URL}"}, "interpolation"),
+        ({"auth": "oauth", "url": "${MCP_URL}"}, "environment variable 'MCP_URL'"),
         ({"auth": True, "url": URL}, "auth must be a string"),
         (
             {"auth": "oauth", "url": URL, "oauth": {"redirect_host": "example.com"}},
