@@ -16,7 +16,7 @@ import sys
 import anyio
 
 from runner._cli._common import reported_warnings, where
-from runner._cli._errors import CommandError
+from runner._cli._errors import CommandError, printable
 from runner._core._spec import check_server_name
 from runner._parent._logout import logout as logout_server
 from runner._parent._refresher import SharedTlsContext
@@ -42,9 +42,9 @@ def logout(args: argparse.Namespace) -> int:
         names = list(survey.logins)
         for stranger in survey.strangers:
             failed += 1
-            print(f"{stranger.path}: not logged out ({stranger.message})", flush=True)
+            print(printable(f"{stranger.path}: not logged out ({stranger.message})"), flush=True)
         if not names and not survey.strangers:
-            print(f"no stored logins in {place.token_dir}")
+            print(printable(f"no stored logins in {place.token_dir}"))
             return 0
     else:
         for name in names:
@@ -69,14 +69,14 @@ async def _log_out(names: list[str], store: TokenStore) -> int:
             )
         except InvalidServerSpec as exc:
             failed += 1
-            print(f"{name}: not logged out ({exc})", flush=True)
+            print(printable(f"{name}: not logged out ({exc})"), flush=True)
             continue
         except TokenStoreError as exc:  # NotALoginFile, LoginLockTimeout, a file that stays
             failed += 1
-            print(f"{name}: not logged out ({exc.message})", flush=True)
+            print(printable(f"{name}: not logged out ({exc.message})"), flush=True)
             continue
         for token in result.tokens:
-            print(f"{name}: {token}", flush=True)
+            print(printable(f"{name}: {token}"), flush=True)  # a server's words: escaped
         print(f"{name}: logged out" if result.had_login else f"{name}: no stored login", flush=True)
     return failed
 

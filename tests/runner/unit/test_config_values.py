@@ -3,6 +3,7 @@ interpolation, ports read as hermes reads them, expiries clamped to dates that f
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any
@@ -234,3 +235,28 @@ def test_when_and_iso_format_any_number(epoch: float) -> None:
     assert when(epoch, 1.7e9)
     if math.isfinite(epoch):
         assert iso(epoch)
+
+
+# --- item 1: any tagged YAML value decodes or is one HermesConfigError --------------------
+
+YAML_TAGS = ["!!int", "!!float", "!!bool", "!!timestamp", "!!binary", "!!null", "!!str"]
+YAML_TAGS += ["!!set", "!!omap", "!!pairs", "!!seq", "!!map", "!!python/none", ""]
+
+
+@given(
+    st.sampled_from(YAML_TAGS),
+    st.text(max_size=30),
+    st.sampled_from(["{v}", "[{v}]", "{{k: {v}}}", "<<: {v}", "? {v}\n: 1"]),
+)
+def test_any_tagged_yaml_value_decodes_or_is_one_config_error(
+    tag: str, text: str, shape: str
+) -> None:
+    from runner._hosts._hermes_config import _decode, _first_unbuilt
+
+    value = f"{tag} {json.dumps(text)}"
+    document = "mcp_servers:\n  s:\n    oauth:\n      x: " + shape.format(v=value) + "\n"
+    try:
+        problem = _first_unbuilt(_decode(document.encode("utf-8", "surrogatepass"), "c.yaml"))
+    except HermesConfigError as exc:
+        problem = str(exc)
+    assert problem is None or "\n" not in problem
