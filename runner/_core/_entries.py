@@ -33,8 +33,10 @@ environment variable's name (a leading ``env:`` dropped); a value is not interpo
 Here the keys read are interpolated (``url``, ``auth``, ``enabled``, every ``oauth:`` value),
 the others are not used and left alone. Where hermes keeps a reference to an unset or empty
 variable as written (and would send ``${SECRET}`` as the secret), this is an error naming the
-variable, the server and the key. The library's rules interpolate nothing (a host passes
-values) and refuse a ``url`` with ``${``. Errors are one line naming the
+variable, the server and the key; in ``auth`` and ``enabled`` it is kept as hermes keeps it
+(the entry is then skipped, or enabled, as in hermes). A message quotes a value as written,
+never a variable's value. The library's rules interpolate nothing (a host passes values) and
+refuse a ``url`` with ``${``. Errors are one line naming the
 server and the key, as ``oauth.key``: ``HermesConfigError`` (naming the file) for a config,
 ``InvalidServerSpec`` for the library. Never another exception.
 
@@ -57,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from runner._core._identity import document_url_problem
-from runner._core._spec import ServerSpec, check_server_name
+from runner._core._spec import ServerSpec, check_server_name, url_problem
 from runner.errors import HermesConfigError, InvalidServerSpec
 
 __all__ = [
@@ -233,11 +235,13 @@ class _Reader:
         self.environ: Mapping[str, str] = environ if environ is not None else {}
         self.context: Mapping[str, str] = context if context is not None else {}
 
-    def interpolated(self, name: str, key: str, value: object) -> object:
+    def interpolated(self, name: str, key: str, value: object, *, strict: bool = True) -> object:
         """``value`` with hermes's ``${...}`` references replaced (hermes's config only; see
         the module docstring). A reference hermes would leave as written (a variable unset
-        or empty) is an error naming the variable, the server and the key; the value of a
-        variable is never part of a message."""
+        or empty) is an error naming the variable, the server and the key (``strict``), or
+        left as written, as hermes leaves it (``enabled`` and ``auth``, which decide whether
+        an entry is a login at all: an unset variable there must not break a config hermes
+        reads). The value of a variable is never part of a message."""
         if not self.hermes or not isinstance(value, str) or "${" not in value:
             return value
 
@@ -250,6 +254,8 @@ class _Reader:
             if variable.startswith("env:"):  # Cursor's spelling, as hermes accepts it
                 variable = variable[len("env:") :].strip()
             found = self.environ.get(variable)
+            if not found and not strict:
+                return match.group(0)
             if not found:
                 raise self.error(
                     name,
@@ -277,10 +283,10 @@ class _Reader:
             if self.hermes:
                 return Entry(name, skipped=f"not a mapping ({_shown(entry)}); hermes skips it too")
             raise self.error(name, "expected a mapping with a 'url'")
-        enabled = self.interpolated(name, "enabled", entry.get("enabled", True))
+        enabled = self.interpolated(name, "enabled", entry.get("enabled", True), strict=False)
         if not parse_boolish(enabled):
             return self.not_a_login(name, "disabled (enabled: false)")
-        auth = self.interpolated(name, "auth", entry.get("auth"))
+        auth = self.interpolated(name, "auth", entry.get("auth"), strict=False)
         if auth is not None and not isinstance(auth, str):
             raise self.error(name, "auth must be a string such as 'oauth'")
         said = (auth or "").strip().lower()
@@ -305,12 +311,19 @@ class _Reader:
         return self.oauth_entry(name, entry)
 
     def oauth_entry(self, name: str, entry: Mapping[Any, Any]) -> Entry:
-        url = self.interpolated(name, "url", entry.get("url"))
+        written = entry.get("url")
+        url = self.interpolated(name, "url", written)
         if url is None or url == "":
             raise self.error(name, "no 'url' (an OAuth login needs the MCP server's address)")
         if not isinstance(url, str):
             raise self.error(name, f"url must be a string, not {_shown(url)}")
-        if "${" in url:  # the library's rules: the host interpolates before it calls
+        if url != written:
+            # Checked here to quote the URL as written: a variable's value (a key in a
+            # query string, say) is never part of a message.
+            problem = url_problem(url)
+            if problem is not None:
+                raise self.error(name, f"url {_shown(written)}, interpolated, {problem}")
+        if not self.hermes and "${" in url:  # the library's rules: the host interpolates
             raise self.error(
                 name,
                 "url uses ${...} interpolation, which is not supported here; write the "

@@ -54,15 +54,14 @@ MAX_NUMBER_CHARS: Final = 64
 def hermes_context() -> dict[str, str]:
     """The values of hermes's context variables (``runner._core._entries.CONTEXT_VARIABLES``)
     in this process, as hermes computes them (its workspace is the current directory)."""
-    home = os.path.expanduser("~")
-    workspace = os.getcwd()
-    return {
-        "userHome": home,
-        "workspaceFolder": workspace,
-        "workspaceFolderBasename": os.path.basename(workspace.rstrip("/\\")) or workspace,
-        "pathSeparator": os.sep,
-        "/": os.sep,
-    }
+    context = {"userHome": os.path.expanduser("~"), "pathSeparator": os.sep, "/": os.sep}
+    try:
+        workspace = os.getcwd()
+    except OSError:  # the current directory was removed: its variables are unset
+        return context
+    context["workspaceFolder"] = workspace
+    context["workspaceFolderBasename"] = os.path.basename(workspace.rstrip("/\\")) or workspace
+    return context
 
 
 def read_hermes_config(

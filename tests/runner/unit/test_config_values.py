@@ -153,7 +153,6 @@ def test_a_value_is_not_interpolated_twice() -> None:
             "oauth.client_secret",
         ),
         ({"url": URL, "auth": "oauth", "oauth": {"scope": "read ${env:NOPE}"}}, "oauth.scope"),
-        ({"url": URL, "auth": "${NOPE}"}, "auth"),
     ],
 )
 def test_an_unset_variable_is_one_line_naming_it_the_server_and_the_key(
@@ -162,6 +161,33 @@ def test_an_unset_variable_is_one_line_naming_it_the_server_and_the_key(
     message = refused(entry, environ={"EMPTY": "", **ENV})
     assert "'NOPE'" in message and key in message
     assert "s3cr3t-value" not in message
+
+
+def test_an_unset_variable_in_auth_or_enabled_is_left_as_hermes_leaves_it() -> None:
+    # hermes keeps the placeholder: "${NOPE}" is not "oauth" (skipped), and not a false word
+    # (enabled). Erring there would break a config hermes reads for a server not logged in to.
+    config = parse_hermes_config(
+        {
+            "mcp_servers": {
+                "a": {"url": URL, "auth": "${NOPE}"},
+                "b": {"url": URL, "auth": "oauth", "enabled": "${NOPE}"},
+                "c": {"command": "npx", "enabled": "${NOPE}"},
+            }
+        },
+        source="cfg.yaml",
+        environ={},
+    )
+    assert [s.name for s in config.specs] == ["b"]
+    assert [n for n, _ in config.skipped] == ["a", "c"]
+
+
+def test_an_interpolated_url_that_is_unusable_is_quoted_as_written() -> None:
+    message = refused(
+        {"url": "https://mcp.example.com/mcp?key=${KEY}", "auth": "oauth"},
+        environ={"KEY": "s3cr3t value"},
+    )
+    assert "${KEY}" in message and "whitespace" in message
+    assert "s3cr3t" not in message
 
 
 def test_an_empty_variable_is_unset_as_hermes_keeps_its_placeholder() -> None:
