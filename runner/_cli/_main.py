@@ -37,6 +37,8 @@ commands:
   logout NAME ...      forget stored logins (--all: every one)
   login FILE           log in to the servers of a JSON file or a hermes config.yaml
   demo                 the sandbox quick start: local servers, an automatic browser
+  sandbox              serve local sandbox servers and write a hermes home naming them, to
+                       try status and authorize with no account (--hermes-home DIR)
 
 where: the hermes home is --hermes-home, else $HERMES_HOME, else ~/.hermes; CONFIG defaults
 to its config.yaml, and tokens go to its mcp-tokens/ in hermes's own format. --store DIR
@@ -183,6 +185,18 @@ def _parser() -> argparse.ArgumentParser:
         "--servers", type=_servers, default=4, metavar="N", help="how many servers (1-64)"
     )
     demo.add_argument("--timeout", type=_positive, default=60.0, help="seconds per login")
+    sandbox = commands.add_parser(
+        "sandbox", help="serve N local sandbox servers and a hermes home naming them"
+    )
+    sandbox.add_argument(
+        "--hermes-home",
+        required=True,
+        metavar="DIR",
+        help="the hermes home to write config.yaml into (never a real one: refused)",
+    )
+    sandbox.add_argument(
+        "--servers", type=_servers, default=2, metavar="N", help="how many servers (1-64)"
+    )
     login = commands.add_parser(
         "login", help="log in to the servers of a JSON file or a hermes config.yaml"
     )
@@ -245,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return login_json(
                 args.config, args.timeout, args.store, flow=args.flow, no_browser=args.no_browser
             )
+        if args.command == "sandbox":
+            from runner._cli._sandbox import serve_sandbox
+
+            return serve_sandbox(args)
         if args.command == "authorize":
             from runner._cli._authorize import authorize
 
