@@ -103,7 +103,8 @@ class Live:
                 self._device_code(name, event)
             case CallbackReceived(name=str(name), source=source):
                 self.how[name] = {"paste": "pasted", "device": "device"}.get(source, "browser")
-                self.line(name, str(event) if source == "device" else "exchanging the code")
+                text = str(event) if source == "device" else "exchanging the code for tokens"
+                self.line(name, text)
             case Finished(name=name, result=result):
                 if result.error is not None:
                     self.line(name, f"failed: {without_name(name, str(result.error))}")
