@@ -186,6 +186,7 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
         self._presentations: dict[str, int] = {}
         self._authorized: list[str] = []
         self._device_polls: list[tuple[float, str]] = []
+        self._device_codes: set[str] = set()
         # Loop thread only:
         self._devices: dict[str, _DeviceGrant] = {}
         self._user_codes: dict[str, str] = {}
@@ -305,6 +306,8 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
             last_poll=now,
         )
         self._user_codes[user_code] = device_code
+        with self._issued_lock:
+            self._device_codes.add(device_code)
         page = f"{self._issuer}/device"
         return 200, {
             "device_code": device_code,
@@ -330,6 +333,11 @@ class Provider(OAuthAuthorizationServerProvider[_AuthorizationCode, _RefreshToke
         thread). ``answer`` is the error code sent, or ``"tokens"``."""
         with self._issued_lock:
             return list(self._device_polls)
+
+    def issued_device_codes(self) -> set[str]:
+        """Every device code issued so far (a copy; any thread; held in memory only)."""
+        with self._issued_lock:
+            return set(self._device_codes)
 
     def poll_device(
         self, client: OAuthClientInformationFull, device_code: str

@@ -322,6 +322,16 @@ class Sandbox:
         provider = self._slot(name).provider
         return provider.device_polls() if provider is not None else []
 
+    def issued_device_codes(self, name: str) -> set[str]:
+        """The device codes the server called ``name`` has issued so far (a copy; any thread),
+        for tests that check a client never shows one.
+
+        Raises:
+            KeyError: No server has that name.
+        """
+        provider = self._slot(name).provider
+        return provider.issued_device_codes() if provider is not None else set()
+
     @property
     def browser_calls(self) -> int:
         """How many times :meth:`browser` has been called."""

@@ -5,6 +5,7 @@ user code when ``DeviceCodeIssued`` arrives. No browser is ever called."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 from pathlib import Path
 from typing import Any
@@ -222,3 +223,53 @@ async def test_a_preregistered_confidential_client_logs_in_by_device(tmp_path: P
         assert result.ok, result.error
         assert result.tokens is not None
         assert await list_tools_with_token(sandbox.servers[0].url, result.tokens.access_token)
+
+
+async def test_the_device_code_is_never_shown(tmp_path: Path) -> None:
+    with Sandbox(servers=1, device=True) as sandbox:
+        person = Person(sandbox)
+        results = await login(
+            sandbox, tmp_path, device_specs(sandbox), browser=refused_browser, progress=person
+        )
+        name = sandbox.servers[0].name
+        [device_code] = sandbox.issued_device_codes(name)
+        shown = [str(e) for e in person.events] + [repr(e) for e in person.events]
+        shown += [repr(results), str(results[name].error)]
+        shown += [p.read_text() for p in (tmp_path / "tokens").iterdir() if p.is_file()]
+        assert results[name].ok
+        assert not any(device_code in text for text in shown)
+
+
+async def test_a_server_asking_for_no_interval_is_still_polled_at_most_once_a_second(
+    tmp_path: Path,
+) -> None:
+    with Sandbox(servers=1, device=True, device_interval=0) as sandbox:
+        name = sandbox.servers[0].name
+        codes: list[str] = []
+
+        class AfterThreePolls(Person):
+            def __call__(self, event: Event) -> None:
+                ProgressLog.__call__(self, event)
+                if isinstance(event, DeviceCodeIssued):
+                    codes.append(event.user_code)
+                    threading.Thread(target=self.approve_later, daemon=True).start()
+
+            def approve_later(self) -> None:
+                for _ in range(300):  # bounded: 30 s
+                    if len(sandbox.device_polls(name)) >= 3:
+                        break
+                    self.done.wait(0.1)
+                self.approved.append(sandbox.approve_device(codes[0]))
+
+        results = await login(
+            sandbox,
+            tmp_path,
+            device_specs(sandbox),
+            browser=refused_browser,
+            progress=AfterThreePolls(sandbox),
+        )
+        assert results[name].ok, results[name].error
+        times = [t for t, _ in sandbox.device_polls(name)]
+        assert len(times) >= 4
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert min(gaps) >= 0.9, gaps  # the 1 s floor (less a timer's slack)
