@@ -13,7 +13,10 @@ Invariants:
 - the first message is ``StartLogin``; the child then runs the SDK's OAuth client from the
   challenge it carries (or, without one, from the server's answer to an ``initialize``)
   and ends with exactly one ``TokensIssued``, ``NotChallenged`` (the server asked for no
-  login) or ``LoginFailed``, then exits;
+  login) or ``LoginFailed``, then exits; with ``StartLogin.flow == "device"`` it runs the
+  device authorization grant instead (``runner._child._device``: ``DeviceAuthorizationStarted``
+  and ``CallbackAccepted(source="device")`` come first; no callback is awaited, the listener
+  keeps answering with its refusal pages);
 - it never refreshes and never holds a refresh token: the parent refreshes, under the
   server's lock, so a refresh token is sent at most once per call;
 - only a request judged ``Accepted`` or ``Denied`` by ``runner._core._callback`` (or such a
