@@ -74,7 +74,7 @@ async def test_a_child_reports_and_exits(method: str, tmp_path: Path) -> None:
         async with a_child(launcher, tmp_path, "http://127.0.0.1:9/mcp") as (child, channel):
             message = await channel.receive()
             assert isinstance(message, LoginFailed)
-            assert message.kind == "OAuthProtocolError"
+            assert message.kind == "ServerUnreachable"  # refused: nothing was there
             with anyio.fail_after(10):
                 assert await child.wait() == 0
 
