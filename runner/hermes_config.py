@@ -1,7 +1,8 @@
 """hermes-agent's ``config.yaml``: which ``mcp_servers`` log in with OAuth, as ``ServerSpec``.
 
 Public: ``read_hermes_config`` (the file, read bounded) and ``parse_hermes_config`` (its
-decoded content) give a ``HermesConfig``: the OAuth servers, the entries skipped and why, and
+decoded content; ``${VAR}`` read from ``os.environ`` unless ``environ=`` is given, as hermes
+reads it) give a ``HermesConfig``: the OAuth servers, the entries skipped and why, and
 what of each entry is not used. An entry is read as ``authorize_many`` reads a hermes-style
 mapping, with hermes's own rules where a config differs (``runner._core._entries`` says
 which).
@@ -17,9 +18,12 @@ from runner._core._entries import (
     HermesConfig,
     hermes_safe_name,
     parse_boolish,
-    parse_hermes_config,
 )
-from runner._hosts._hermes_config import MAX_CONFIG_BYTES, read_hermes_config
+from runner._hosts._hermes_config import (
+    MAX_CONFIG_BYTES,
+    parse_hermes_config,
+    read_hermes_config,
+)
 from runner._stores._hermes_store import default_hermes_home
 from runner.errors import HermesConfigError
 

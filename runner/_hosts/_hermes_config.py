@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from runner._core._entries import HermesConfig, parse_hermes_config
+from runner._core._entries import HermesConfig
+from runner._core._entries import parse_hermes_config as parse_entries
 from runner.errors import HermesConfigError
 from statefiles import UnreadableStateFile, read_state_file
 
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_NUMBER_CHARS",
     "MAX_YAML_NODES",
     "hermes_context",
+    "parse_hermes_config",
     "read_config_data",
     "read_hermes_config",
 ]
@@ -76,9 +78,24 @@ def read_hermes_config(
             invalid value; the message is one line naming the file.
     """
     where = os.fspath(path)
-    return parse_hermes_config(
-        read_config_data(where),
-        source=where,
+    return parse_hermes_config(read_config_data(where), source=where, environ=environ)
+
+
+def parse_hermes_config(
+    data: object, *, source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> HermesConfig:
+    """The OAuth servers of decoded hermes config ``data``, read with hermes's rules
+    (``runner._core._entries.parse_hermes_config``), its ``${VAR}`` references read from
+    ``environ`` (default: ``os.environ``) and this process's context variables, as hermes
+    reads them.
+
+    Raises:
+        HermesConfigError: an invalid value, or a variable that is not set; one line naming
+            ``source``, the server and the key.
+    """
+    return parse_entries(
+        data,
+        source=source,
         environ=os.environ if environ is None else environ,
         context=hermes_context(),
     )

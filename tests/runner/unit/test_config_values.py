@@ -16,9 +16,9 @@ from mcp.shared.auth import OAuthToken
 
 from runner import ServerSpec
 from runner._cli._common import iso, when
+from runner._core._entries import parse_hermes_config
 from runner._core._stored import StoredLogin
 from runner.errors import HermesConfigError, InvalidServerSpec
-from runner.hermes_config import parse_hermes_config
 
 URL = "https://mcp.example.com/mcp"
 #: 2100-01-01T00:00:00Z: ``runner._core._stored.MAX_EXPIRES_AT`` (imported in its own test,
@@ -203,6 +203,18 @@ def test_keys_not_read_here_are_not_interpolated_nor_checked() -> None:
         environ={},
     )
     assert spec.url == URL
+
+
+def test_the_public_reader_interpolates_from_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runner import hermes_config
+
+    monkeypatch.setenv("RUNNER_TEST_MCP_HOST", "mcp.example.com")
+    config = hermes_config.parse_hermes_config(
+        {"mcp_servers": {"s": {"url": "https://${RUNNER_TEST_MCP_HOST}/mcp", "auth": "oauth"}}}
+    )
+    assert config.specs[0].url == URL
 
 
 def test_enabled_is_interpolated_before_it_is_read() -> None:
