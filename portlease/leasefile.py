@@ -144,8 +144,9 @@ class LeaseFile:
         self._memo_bytes: bytes | None = None
         self._memo_table = LeaseTable()
         self._memo_json: EncodedRecords = {}
-        # What ``peek`` last decoded (bytes, table), for waiters that look without the lock.
-        self._peeked: tuple[bytes, LeaseTable] | None = None
+        # What ``peek`` last decoded ((inode, mtime, size), bytes, table), for waiters that
+        # look without the lock.
+        self._peeked: tuple[tuple[int, int, int], bytes, LeaseTable] | None = None
 
     @property
     def path(self) -> Path:
@@ -201,21 +202,36 @@ class LeaseFile:
         version, possibly outdated the moment it returns: use it only to decide whether a
         locked round is worth taking, never to change anything. Writes nothing, moves nothing
         aside, and touches neither the memo nor the lock (it cannot delay a lock holder).
+        A file with the inode, modification time and size of the last one peeked is taken to
+        be that version unread: a reused inode with the same time and size could hide one
+        change from a waiter until its next locked round (``registry._SET_LOCKED_EVERY``).
         """
+        try:
+            info = os.stat(self._lease_path, follow_symlinks=False)
+        except FileNotFoundError:
+            return LeaseTable()
+        except OSError:
+            return None
+        # Every write replaces the file (a new inode, a new mtime): the same identity is the
+        # same version, so thirty idle waiters cost a stat each per poll, not a read.
+        key = (info.st_ino, info.st_mtime_ns, info.st_size)
+        peeked = self._peeked  # one tuple: read and replaced atomically, whatever the thread
+        if peeked is not None and peeked[0] == key:
+            return peeked[2]
         try:
             data = read_state_file(self._lease_path, limit=MAX_LEASE_FILE)
         except (UnreadableStateFile, OSError):
             return None
         if data is None:
             return LeaseTable()
-        peeked = self._peeked  # one tuple: read and replaced atomically, whatever the thread
-        if peeked is not None and peeked[0] == data:
-            return peeked[1]
+        if peeked is not None and peeked[1] == data:
+            self._peeked = (key, data, peeked[2])
+            return peeked[2]
         try:
             table = decode_table(data)
         except ValueError:
             return None
-        self._peeked = (data, table)
+        self._peeked = (key, data, table)
         return table
 
     def _read(self) -> LeaseTable:
