@@ -17,6 +17,13 @@ Invariants:
       ``LeaseTimeout``; one held by a process without a lease is ``PortBusy`` at once
       (``portlease.holders``). After any failure nothing is bound and no record or waiter entry
       of the call remains (a waiter entry that cannot be removed expires with its deadline).
+    * A port set waits as one caller: waiter entries on its first ``_MAX_SET_QUEUE`` held
+      ports only (so a 1,024-port set does not put 1,024 entries per waiter in the file every
+      operation reads), one ticket; while waiting it looks at the file without the lock
+      (``LeaseFile.peek``) and takes a locked round only when a port may be its, when a
+      foreign port is due to be tried again, at its deadline, or once per
+      ``_SET_LOCKED_EVERY`` (deaths are seen there). A set all of whose ports are foreign is
+      ``PortBusy`` after one bind attempt per port and one look at the OS's sockets.
     * The lock is held only for one read-modify-write (and, for a lease, the bind that proves
       it), never across a sleep, a wait for another lease, a fork or a spawn.
     * No module-level mutable state: everything lives on ``Registry`` and ``Lease`` instances.
@@ -160,9 +167,10 @@ class Registry:
                 client registration that names several redirect ports, such as hermes's
                 27890-27894) for the first of them that is free, in the sequence's order
                 (a set's: ascending). When every one is held by live leases, waits up to
-                ``wait`` for the first to be released, first come, first served with the
-                other waiters for those ports; when every one is bound by processes without
-                a lease, ``PortBusy`` at once, naming them.
+                ``wait`` for the first to be released: first come, first served with the
+                other waiters on the set's first 8 held ports, whoever looks first on the
+                others; when every one is bound by processes without a lease, ``PortBusy``
+                at once, naming the first few (a count and range for the rest).
             host: ``"127.0.0.1"`` (default), ``"::1"`` or ``"localhost"`` (binds 127.0.0.1).
             wait: for a fixed port held by another live lease, seconds to wait for it, in
                 arrival order with other waiters; 0 gives up at once.
