@@ -54,7 +54,7 @@ def test_every_documented_import_works(document: str) -> None:
 PUBLIC = {
     "runner": [
         "FlowResult", "Runner", "RunnerProvider", "ServerSpec", "TokenStore",
-        "authorize_many", "authorize_many_sync", "provider",
+        "authorize_many", "authorize_many_sync", "provider", "logout", "logout_sync",
     ],
     "runner.errors": [
         "FlowError", "AuthorizationDenied", "FlowTimeout", "CallbackPortBusy",
@@ -62,8 +62,9 @@ PUBLIC = {
         "RefreshRefused", "AccessRefused", "LoginLockUnavailable", "InvalidServerSpec",
         "HostCallbackWarning", "LoginCleanupWarning", "TokenStoreError", "TokenStoreWarning",
         "LoginLockTimeout", "HermesConfigError", "LauncherError", "ClientMetadataRefused",
+        "ServerUnreachable", "NotALoginFile", "RevocationWarning",
     ],
-    "runner.events": ["Event", "Finished", "WaitingForBrowser", "PasteRefused"],
+    "runner.events": ["Event", "Finished", "WaitingForBrowser", "PasteRefused", "DeviceCodeIssued"],
     "runner.store": [
         "TokenStore", "StoredLogin", "StoreTokenStorage", "TokenStoreError",
         "TokenStoreWarning", "LoginLockTimeout", "InvalidLoginRecord",
