@@ -71,23 +71,12 @@ from runner._core._messages import (
     StartLogin,
 )
 from runner._core._stored import StoredLogin
-from runner._io._http import http
+from runner._io._http import MCP_HEADERS, MCP_INITIALIZE, http
 from runner.errors import NeedsInteraction, OAuthProtocolError
 
 __all__ = ["device_login"]
 
 _JSON: Final = {"Accept": "application/json"}
-_MCP_HEADERS: Final = {"Accept": "application/json, text/event-stream"}
-_INITIALIZE: Final = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "mcp-oauth-flows", "version": "0.1"},
-    },
-}
 # One request's own bound; the login's deadline bounds them all.
 _REQUEST_TIMEOUT: Final = 30.0
 
@@ -263,9 +252,9 @@ async def _poll(
 
 async def _check_token(client: Any, start: StartLogin, access_token: str) -> None:
     """Try the new token at the MCP server, as the SDK's flow does with its ``initialize``."""
-    headers = {**_MCP_HEADERS, "Authorization": f"Bearer {access_token}"}
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {access_token}"}
     async with client.stream(
-        "POST", start.server_url, json=_INITIALIZE, headers=headers
+        "POST", start.server_url, json=dict(MCP_INITIALIZE), headers=headers
     ) as response:
         status = int(response.status_code)
         again = parse_challenge(status, response.headers.get("www-authenticate"))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 from urllib.parse import urlsplit
 
 from mcp.client.auth import OAuthClientProvider
@@ -40,6 +40,8 @@ from runner._core._identity import auth_method
 from runner._core._messages import StartLogin
 from runner._core._stored import StoredLogin
 from runner._io._http import (
+    MCP_HEADERS,
+    MCP_INITIALIZE,
     MCP_V2,
     SDK_CHECKS_ISS,
     CodeResult,
@@ -75,19 +77,6 @@ __all__ = [
     "snapshot",
     "tls_context",
 ]
-
-_MCP_HEADERS: Final = {"Accept": "application/json, text/event-stream"}
-# The request that starts a login: an MCP initialize, as a real client's first request.
-_INITIALIZE: Final = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "mcp-oauth-flows", "version": "0.1"},
-    },
-}
 
 
 class MemoryStorage:
@@ -250,7 +239,9 @@ async def probe(
     verify: ssl.SSLContext | bool = tls if tls is not None else True
     async with (
         http.AsyncClient(timeout=timeout, follow_redirects=False, verify=verify) as client,
-        client.stream("POST", server_url, json=_INITIALIZE, headers=_MCP_HEADERS) as response,
+        client.stream(
+            "POST", server_url, json=dict(MCP_INITIALIZE), headers=dict(MCP_HEADERS)
+        ) as response,
     ):
         challenge = parse_challenge(response.status_code, response.headers.get("www-authenticate"))
         return challenge if challenge is not None else int(response.status_code)
@@ -281,7 +272,9 @@ async def drive_login(
         http.AsyncClient(
             auth=provider, transport=transport, timeout=timeout, follow_redirects=False
         ) as client,
-        client.stream("POST", server_url, json=_INITIALIZE, headers=_MCP_HEADERS) as response,
+        client.stream(
+            "POST", server_url, json=dict(MCP_INITIALIZE), headers=dict(MCP_HEADERS)
+        ) as response,
     ):
         status = response.status_code
         again = parse_challenge(status, response.headers.get("www-authenticate"))

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import ssl
 import types
-from typing import TYPE_CHECKING, Final, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import mcp.shared.auth
 
 __all__ = [
+    "MCP_HEADERS",
+    "MCP_INITIALIZE",
     "MCP_V2",
     "SDK_CHECKS_ISS",
     "CodeResult",
     "code_result",
     "http",
     "http_client_module",
+    "post_form_bounded",
     "tls_context",
 ]
 
@@ -70,3 +74,37 @@ def tls_context() -> ssl.SSLContext:
     context = http.create_ssl_context()
     http.AsyncHTTPTransport(verify=context)  # never opened, so nothing to close
     return context
+
+
+#: An MCP ``initialize``, as a real client's first request (the one a login starts from, and
+#: the one that checks new tokens), and the headers a streamable HTTP server wants with it.
+MCP_INITIALIZE: Final = types.MappingProxyType(
+    {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "mcp-oauth-flows", "version": "0.1"},
+        },
+    }
+)
+MCP_HEADERS: Final = types.MappingProxyType({"Accept": "application/json, text/event-stream"})
+
+
+async def post_form_bounded(
+    client: Any, url: str, form: Mapping[str, str], headers: Mapping[str, str], limit: int
+) -> tuple[int, bytes, str | None]:
+    """One form POST: the status, at most ``limit + 1`` bytes of the body (so a caller can
+    tell "too large" from "exactly the limit"), and the ``Retry-After`` header. The body is
+    never read past that, whatever the server sends."""
+    body = bytearray()
+    async with client.stream("POST", url, data=dict(form), headers=dict(headers)) as response:
+        status = int(response.status_code)
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                break
+        retry_after = response.headers.get("retry-after")
+    return status, bytes(body), retry_after

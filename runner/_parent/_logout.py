@@ -173,7 +173,9 @@ async def _send(
     left = deadline - time.monotonic()
     with anyio.move_on_after(max(0.0, left)):
         try:
-            status, body, retry_after = await _post(client, request)
+            status, body, retry_after = await sdk.post_form_bounded(
+                client, request.url, request.form, request.headers, MAX_REVOCATION_RESPONSE_BYTES
+            )
         except http.TimeoutException:
             return _late(request, timeout)
         except (http.HTTPError, OSError, ValueError) as exc:
@@ -195,19 +197,3 @@ def _late(request: RevocationRequest, timeout: float) -> TokenOutcome:
         why=f"the revocation endpoint did not answer within {timeout:g} s",
         temporary=True,
     )
-
-
-async def _post(client: object, request: RevocationRequest) -> tuple[int, bytes, str | None]:
-    """The status, at most ``MAX_REVOCATION_RESPONSE_BYTES + 1`` bytes of the body, and the
-    ``Retry-After`` header."""
-    body = bytearray()
-    async with client.stream(  # type: ignore[attr-defined]
-        "POST", request.url, data=dict(request.form), headers=dict(request.headers)
-    ) as response:
-        status = int(response.status_code)
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_REVOCATION_RESPONSE_BYTES:
-                break
-        retry_after = response.headers.get("retry-after")
-    return status, bytes(body), retry_after

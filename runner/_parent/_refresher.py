@@ -27,7 +27,6 @@ import anyio
 
 from runner._core._refresh import (
     MAX_TOKEN_RESPONSE_BYTES,
-    RefreshRequest,
     refresh_request,
     refreshed_login,
     retry_delay,
@@ -99,7 +98,9 @@ async def refresh_login(
             ) as client:
                 for sends in range(1, MAX_REFRESH_SENDS + 1):
                     now = time.time()  # before sending: the lifetime counts from no later
-                    status, body, retry_after = await _post(client, request)
+                    status, body, retry_after = await sdk.post_form_bounded(
+                        client, request.url, request.form, request.headers, MAX_TOKEN_RESPONSE_BYTES
+                    )
                     try:
                         return refreshed_login(stored, status, body, now=now)
                     except RefreshRefused as exc:
@@ -134,19 +135,3 @@ async def refresh_login(
             temporary=True,
         ) from None
     raise AssertionError("unreachable: the last send returns or raises")  # pragma: no cover
-
-
-async def _post(client: object, request: RefreshRequest) -> tuple[int, bytes, str | None]:
-    """One POST of ``request``: the status, at most ``MAX_TOKEN_RESPONSE_BYTES + 1`` bytes
-    of the body, and the ``Retry-After`` header."""
-    body = bytearray()
-    async with client.stream(  # type: ignore[attr-defined]
-        "POST", request.url, data=dict(request.form), headers=dict(request.headers)
-    ) as response:
-        status = int(response.status_code)
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_TOKEN_RESPONSE_BYTES:
-                break
-        retry_after = response.headers.get("retry-after")
-    return status, bytes(body), retry_after

@@ -74,6 +74,7 @@ from runner._stores._token_store import (
     TokenStoreError,
     TokenStoreWarning,
     _stranger,
+    read_own_bytes,
 )
 from runner.errors import InvalidServerSpec, NotALoginFile
 from statefiles import (
@@ -208,14 +209,7 @@ class HermesTokenStore(TokenStore):
             TokenStoreError: reading failed for a reason of the moment.
         """
         path = self.path_for(name)
-        try:
-            raw = read_state_file(path, limit=MAX_TOKEN_FILE_BYTES)
-        except UnreadableStateFile as exc:
-            raise _stranger(path, exc.reason) from None
-        except OSError as exc:
-            raise TokenStoreError(
-                path, f"cannot read {path} now ({_why(exc)}); it was left in place"
-            ) from exc
+        raw = read_own_bytes(path)
         if raw is None:
             return None
         try:

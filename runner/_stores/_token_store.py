@@ -90,6 +90,7 @@ __all__ = [
     "TokenStoreError",
     "TokenStoreWarning",
     "default_store_dir",
+    "read_own_bytes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,24 @@ def _stranger(path: Path, why: str) -> NotALoginFile:
         f"{path} is not a login of this store ({why}); left alone: move or remove it "
         "yourself if it is not needed",
     )
+
+
+def read_own_bytes(path: Path) -> bytes | None:
+    """A token file's bytes, read bounded and without blocking, for deciding whether it is a
+    login of a store (None: no file). Never moves anything.
+
+    Raises:
+        NotALoginFile: something stands there that is no regular file of a sane size.
+        TokenStoreError: reading failed for a reason of the moment.
+    """
+    try:
+        return read_state_file(path, limit=MAX_TOKEN_FILE_BYTES)
+    except UnreadableStateFile as exc:
+        raise _stranger(path, exc.reason) from None
+    except OSError as exc:
+        raise TokenStoreError(
+            path, f"cannot read {path} now ({_why(exc)}); it was left in place"
+        ) from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,14 +430,7 @@ class TokenStore:
             TokenStoreError: reading failed for a reason of the moment.
         """
         path = self.path_for(name)
-        try:
-            raw = read_state_file(path, limit=MAX_TOKEN_FILE_BYTES)
-        except UnreadableStateFile as exc:
-            raise _stranger(path, exc.reason) from None
-        except OSError as exc:
-            raise TokenStoreError(
-                path, f"cannot read {path} now ({_why(exc)}); it was left in place"
-            ) from exc
+        raw = read_own_bytes(path)
         if raw is None:
             return None
         try:
